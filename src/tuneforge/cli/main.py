@@ -1,0 +1,288 @@
+"""``tuneforge``: the command line. Each command parses its flags, calls one library function and renders.
+
+Exit codes: 0 success, 1 the input or the run failed (a clear message, no traceback), 2 wrong usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, get_args, get_origin
+
+EXAMPLES = """\
+examples:
+  tuneforge finetune --data my.jsonl                      LoRA on the embedded SmolLM2-135M-Instruct
+  tuneforge finetune --data my.jsonl --epochs 2 --output runs/mine
+  tuneforge finetune --config run.yaml --learning-rate 5e-4   a YAML config; flags override it
+  tuneforge eval --data test.jsonl --adapter runs/mine    score a trained run on your data
+  tuneforge chat --adapter runs/mine --prompt "Hello"     talk to a trained run
+  tuneforge demo                                          the bundled example task, end to end
+"""
+
+DATA_HELP = """\
+data files: .jsonl .json .csv .parquet, or a directory saved with datasets' save_to_disk.
+row formats (auto-detected; force one with --data-format):
+  chat               {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+  prompt_completion  {"prompt": "...", "completion": "..."}
+  input_output       {"input": "...", "output": "..."}
+  instruction        {"instruction": "...", "input": "...", "output": "..."}
+  text               {"text": "..."}   (every token is trained)
+  any columns        --text-template "{question}\\n{answer}"
+The loss is taken on the answers only (the end-of-turn token included) unless --train-on-prompt.
+"""
+
+
+def _quiet_libraries() -> None:
+    """Keep third-party progress bars and advice off the user's terminal; tuneforge reports itself."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``FineTuningConfig`` field, named in kebab case, documented from the schema."""
+    from tuneforge.config import DEFAULT_LEARNING_RATE, FineTuningConfig
+
+    groups = {
+        "data": parser.add_argument_group("data"),
+        "model": parser.add_argument_group("model and method"),
+        "train": parser.add_argument_group("training"),
+        "eval": parser.add_argument_group("evaluation and saving"),
+    }
+    sections = {
+        "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length"},
+        "model": {"model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "trust_remote_code"},
+        "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
+                 "evaluation_metrics", "evaluate_base", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
+    }
+    for name, field in FineTuningConfig.model_fields.items():
+        section = next((key for key, names in sections.items() if name in names), "train")
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        choices = _literal_choices(annotation)
+        default = field.default if field.default_factory is None else field.default_factory()
+        if name == "learning_rate":
+            default = f"{DEFAULT_LEARNING_RATE['lora']} (lora), {DEFAULT_LEARNING_RATE['full']} (full)"
+        text = field.description or ""
+        if choices:
+            text = (text + "; " if text else "") + "one of: " + ", ".join(choices)
+        text = (f"{text} (default: {default})" if text else f"default: {default}").replace("%", "%%")
+        if annotation is bool:
+            groups[section].add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif _is_list(annotation):
+            groups[section].add_argument(flag, dest=name, default=None, metavar="A,B", help=text + " (comma-separated)")
+        else:
+            groups[section].add_argument(flag, dest=name, default=None, metavar=_metavar(name, annotation, choices), help=text)
+
+
+def _metavar(name: str, annotation: Any, choices: list[str]) -> str:
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    if name in ("data", "validation_data", "test_data", "output"):
+        return "PATH"
+    kinds = {int, float} & ({annotation} | set(get_args(annotation)))
+    return "N" if kinds == {int} else "X" if kinds else "TEXT"
+
+
+def _literal_choices(annotation: Any) -> list[str]:
+    if get_origin(annotation) is None:
+        return []
+    choices: list[str] = []
+    for arg in get_args(annotation):
+        if get_origin(arg) is not None and str(get_origin(arg)).endswith("Literal"):
+            choices += [str(a) for a in get_args(arg)]
+        elif isinstance(arg, str):
+            choices.append(arg)
+    return choices
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list or any(get_origin(arg) is list for arg in get_args(annotation))
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from tuneforge.config import FineTuningConfig
+
+    overrides: dict[str, Any] = {}
+    for name, field in FineTuningConfig.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if _is_list(field.annotation) and isinstance(value, str) and value != "all-linear":
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        overrides[name] = value
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuneforge",
+        description="Fine-tune pre-trained language models on your own examples, on your own machine.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    finetune = commands.add_parser(
+        "finetune", help="validate data, train, evaluate base and tuned, write the run directory",
+        description="Fine-tune a model on your data. Splits off validation and test sets (unless given), "
+        "evaluates the base model, trains, evaluates the tuned model and writes runs/<name>/ with "
+        "config.yaml, events.jsonl, checkpoints/, adapter/ (or model/), results.json and predictions.jsonl.",
+        epilog=DATA_HELP + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    finetune.add_argument("--config", metavar="YAML", help="a YAML file of config fields; flags given here override it")
+    finetune.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    _config_flags(finetune)
+    finetune.set_defaults(handler=cmd_finetune)
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a model (optionally a trained run or adapter) on a dataset",
+        description="Score a model on every example of a data file: loss, perplexity, and generated answers "
+        "(accuracy/precision/recall/F1 for label tasks, exact match/BLEU/ROUGE-L for free text).",
+        epilog=DATA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--data", required=True, help="the examples to score")
+    _model_flags(evaluate)
+    evaluate.add_argument("--data-format", default="auto", help="row format (default: auto)")
+    evaluate.add_argument("--max-examples", type=int, default=None, help="score only the first N examples")
+    evaluate.add_argument("--max-length", type=int, default=512, help="tokens per example (default: 512)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="examples per batch (default: 8)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    evaluate.add_argument("--predictions", metavar="JSONL", help="also write every prediction to this file")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    chat = commands.add_parser(
+        "chat", help="talk to a base model or a trained run",
+        description="Greedy chat with a model. With --prompt, answer once and exit; otherwise an interactive "
+        "session (an empty line or Ctrl-D ends it).",
+    )
+    _model_flags(chat)
+    chat.add_argument("--prompt", help="answer this one message and exit")
+    chat.add_argument("--system", help="a system message to start the conversation with")
+    chat.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default: 256)")
+    chat.set_defaults(handler=cmd_chat)
+
+    demo = commands.add_parser(
+        "demo", help="fine-tune the embedded model on the bundled customer-intent task and compare with the base",
+        description="The bundled example: 360 customer messages labelled with 8 intents. Trains LoRA on "
+        "SmolLM2-135M-Instruct, then prints base vs tuned on the held-out test split.",
+    )
+    demo.add_argument("--output", default=None, help="run directory (default: runs/demo-<time>)")
+    demo.add_argument("--epochs", type=float, default=None, help="passes over the training split")
+    demo.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="base model (default: the run's base, else smollm2-135m-instruct)")
+    parser.add_argument("--adapter", metavar="RUN_DIR", default=None, help="a tuneforge run directory or a PEFT adapter directory")
+
+
+def _version() -> str:
+    from tuneforge import __version__
+
+    return f"tuneforge {__version__}"
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tuneforge.config import load_config
+
+    config = load_config(args.config, _config_overrides(args))
+    return _run_finetune(config, args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tuneforge.samples import demo_config
+
+    config = demo_config(output=args.output, epochs=args.epochs)
+    return _run_finetune(config, args.json)
+
+
+def _run_finetune(config: Any, as_json: bool) -> int:
+    from tuneforge.cli import render
+    from tuneforge.pipeline import FineTuningPipeline
+
+    with render.TrainingProgress(enabled=not as_json) as progress:
+        result = FineTuningPipeline(config, on_event=progress.on_event).train()
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        render.results(result.to_dict())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tuneforge.cli import render
+    from tuneforge.data.manager import TrainingDataManager
+    from tuneforge.evaluate.run import evaluate_model
+    from tuneforge.runs import load_trained
+
+    examples, _ = TrainingDataManager(args.data_format).load(args.data)
+    examples = examples[: args.max_examples] if args.max_examples else examples
+    model, tokenizer, description = load_trained(args.adapter, args.model)
+    with render.Spinner(f"evaluating {description} on {len(examples)} examples", enabled=not args.json):
+        evaluation = evaluate_model(model, tokenizer, examples, max_length=args.max_length,
+                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    if args.predictions:
+        from tuneforge.core.paths import atomic_write_text
+
+        atomic_write_text(Path(args.predictions), "".join(json.dumps(p) + "\n" for p in evaluation.predictions))
+    if args.json:
+        print(json.dumps({"model": description, **evaluation.to_dict()}, indent=2))
+    else:
+        render.evaluation(description, evaluation.to_dict())
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tuneforge.cli import render
+    from tuneforge.evaluate.chat import ChatSession
+    from tuneforge.runs import load_trained
+
+    model, tokenizer, description = load_trained(args.adapter, args.model)
+    session = ChatSession(model, tokenizer, system=args.system, max_new_tokens=args.max_new_tokens)
+    if args.prompt is not None:
+        print(session.reply(args.prompt))
+        return 0
+    render.note(f"chatting with {description}; an empty line or Ctrl-D ends")
+    while True:
+        try:
+            message = input("you> ")
+        except EOFError:
+            break
+        if not message.strip():
+            break
+        print(f"model> {session.reply(message)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tuneforge`` command."""
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tuneforge.core.errors import TuneforgeError
+
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except TuneforgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Everything the CLI shows a person: progress bars, tables, notes. The only place that formats for a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def note(message: str) -> None:
+    console.print(f"[dim]{message}[/dim]")
+
+
+class Spinner:
+    """A status line while something slow runs (silent when disabled)."""
+
+    def __init__(self, message: str, enabled: bool = True) -> None:
+        self.message, self.enabled, self._status = message, enabled, None
+
+    def __enter__(self) -> Spinner:
+        if self.enabled:
+            self._status = console.status(self.message)
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+class TrainingProgress:
+    """Turns pipeline events into progress bars on a terminal, or into a line now and then in a log."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not self.live,
+        )
+        self.tasks: dict[str, Any] = {}
+        self._last_line = 0.0
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def _task(self, name: str, description: str, total: int) -> Any:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(description, total=total, info="")
+        return self.tasks[name]
+
+    def _say(self, message: str) -> None:
+        if self.enabled:
+            console.print(message)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "model.converting":
+            self._say(f"[dim]{event['message']}[/dim]")
+        elif kind == "run.started":
+            data = event["data"]
+            self._say(f"run directory [bold]{event['run_dir']}[/bold]: {data['train']} train / {data['validation']} validation / "
+                      f"{data['test']} test examples ({data['format']} format), model {event['model']}, method {event['method']}")
+        elif kind == "data.prepared" and event.get("truncated_examples"):
+            self._say(f"[yellow]{event['truncated_examples']} example(s) longer than max_length={event['max_length']} were truncated[/yellow]")
+        elif kind == "eval.started":
+            self._task(f"eval-{event['model']}", f"evaluating {event['model']}", event["examples"])
+        elif kind == "eval.progress":
+            self.progress.advance(self._task(f"eval-{event['model']}", f"evaluating {event['model']}", 1), event["done"])
+        elif kind == "eval.finished":
+            perf = event["performance"]
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in perf.items() if k in ("accuracy", "f1_score", "loss", "bleu"))
+            self._say(f"{event['model']} model: {shown}")
+        elif kind == "train.started":
+            self._task("train", "training", event["total_steps"])
+        elif kind == "train.step":
+            self._on_step(event)
+        elif kind == "eval.result":
+            self._say(f"step {event['step']}: validation loss {event['validation_loss']:.4f}, token accuracy {event['validation_accuracy']:.3f}")
+        elif kind == "issue.detected":
+            self._say(f"[red]{event['severity']}: {event['message']} — {event['suggestion']}[/red]")
+
+    def _on_step(self, event: dict[str, Any]) -> None:
+        info = f"loss {event['loss']:.4f}  lr {event['learning_rate']:.2e}  {event['tokens_per_second']:.0f} tok/s"
+        task = self._task("train", "training", event["total_steps"])
+        self.progress.update(task, completed=event["step"], info=info)
+        if self.enabled and not self.live and (time.time() - self._last_line > 10 or event["step"] == event["total_steps"]):
+            self._last_line = time.time()
+            print(f"step {event['step']}/{event['total_steps']}  {info}", file=sys.stderr, flush=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def results(result: dict[str, Any]) -> None:
+    """The base-vs-tuned table and the training figures of a finished run."""
+    from tuneforge.evaluate.compare import compare_models
+
+    base, tuned = result.get("base"), result.get("tuned")
+    scores = {name: values for name, values in (("base", base), ("tuned", tuned)) if values}
+    if scores:
+        table = Table(title=f"base vs tuned on the held-out test split ({result.get('task')})")
+        table.add_column("metric")
+        for name in scores:
+            table.add_column(name, justify="right")
+        if len(scores) == 2:
+            table.add_column("change", justify="right")
+        for row in compare_models(scores):
+            cells = [row["metric"]] + [_fmt(row.get(name)) for name in scores]
+            if len(scores) == 2 and row.get("base") is not None and row.get("tuned") is not None:
+                cells.append(f"{row['tuned'] - row['base']:+.4f}")
+            elif len(scores) == 2:
+                cells.append("")
+            table.add_row(*cells)
+        out.print(table)
+    train = result.get("train") or {}
+    resources = Table(title="training")
+    resources.add_column("figure")
+    resources.add_column("value", justify="right")
+    for key, label in [("train_seconds", "training time (s)"), ("steps", "optimizer steps"), ("epochs", "epochs"),
+                       ("trained_tokens", "trained tokens"), ("tokens_per_second", "tokens/s (all tokens)"),
+                       ("peak_memory_mb", "peak memory (MB)"), ("final_train_loss", "final train loss"),
+                       ("best_validation_loss", "best validation loss"), ("compute_cost", "compute cost")]:
+        resources.add_row(label, _fmt(train.get(key)))
+    out.print(resources)
+    out.print(f"run directory: [bold]{result['run_dir']}[/bold]  (results.json, predictions.jsonl, adapter/ or model/)")
+
+
+def evaluation(description: str, data: dict[str, Any]) -> None:
+    table = Table(title=f"{description} ({data['task']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in data["performance"].items():
+        table.add_row(key, _fmt(value))
+    for key, value in data["resources"].items():
+        table.add_row(key, _fmt(value))
+    out.print(table)

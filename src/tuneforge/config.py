@@ -1,0 +1,149 @@
+"""The typed configuration of a fine-tuning run: one schema for YAML files, CLI flags and the API.
+
+``FineTuningConfig`` is validated once, at the edge; every invalid value is reported at the same
+time with its field name. ``load_config`` reads YAML and applies overrides (CLI flags win).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuneforge.core.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+Method = Literal["lora", "full"]
+Strategy = Literal["steps", "epoch", "no"]
+Scheduler = Literal["cosine", "linear", "constant"]
+DataFormat = Literal["auto", "chat", "prompt_completion", "input_output", "instruction", "text"]
+Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
+
+# Learning rates that work for small-task fine-tuning of ~100M-1B models when the user gives none.
+DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 1e-3, "full": 5e-5}
+
+
+class FineTuningConfig(BaseModel):
+    """Everything that decides what a run does. Unknown fields are rejected, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # What to train on
+    data: str | None = Field(None, description="training data file (.jsonl .json .csv .parquet) or saved datasets dir")
+    validation_data: str | None = Field(None, description="validation file; default: split off the training data")
+    test_data: str | None = Field(None, description="test file for the base-vs-tuned evaluation; default: split off")
+    data_format: DataFormat = Field("auto", description="row format; auto-detected from the columns by default")
+    text_template: str | None = Field(None, description="render any columns as text, e.g. '{question} {answer}'")
+    validation_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for validation")
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for the final test")
+    train_on_prompt: bool = Field(False, description="also compute the loss on prompt tokens")
+    max_length: int = Field(512, ge=16, le=131072, description="tokens per example; longer ones are truncated")
+
+    # What to train
+    model: str = Field(DEFAULT_MODEL, description="embedded name, HF model dir, .gguf file or cached hub id")
+    method: Method = Field("lora", description="lora: train small adapters; full: train every weight")
+    lora_r: int = Field(16, ge=1, le=1024)
+    lora_alpha: float = Field(32.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    trust_remote_code: bool = False
+
+    # How to train
+    epochs: float = Field(3.0, gt=0, le=1000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0, le=1.0, description="default: 1e-3 for lora, 5e-5 for full")
+    lr_scheduler: Scheduler = "cosine"
+    warmup_steps: int | None = Field(None, ge=0, description="default: 10% of the optimizer steps")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = Field(42, ge=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+
+    # Evaluation and saving during training
+    evaluation_strategy: Strategy = "epoch"
+    eval_steps: int = Field(50, ge=1)
+    saving_strategy: Strategy = "epoch"
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+
+    # Final evaluation
+    evaluation_metrics: list[Metric] = Field(
+        default_factory=lambda: ["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
+    )
+    evaluate_base: bool = Field(True, description="also evaluate the untuned base model for comparison")
+    max_eval_examples: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    cost_per_hour: float = Field(0.0, ge=0.0, description="price of this machine per hour, for the cost figure")
+
+    # Where
+    output: str | None = Field(None, description="run directory; default runs/<name>")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> FineTuningConfig:
+        problems: list[str] = []
+        if self.validation_split + self.test_split >= 0.9:
+            problems.append("validation_split + test_split must leave at least 10% of the rows for training")
+        if self.text_template is not None and "{" not in self.text_template:
+            problems.append("text_template: needs at least one {field} placeholder")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """The learning rate in use: the user's, else the method's default."""
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
+
+    def to_yaml(self) -> str:
+        """The config as YAML that ``load_config`` reads back to an equal config."""
+        data = self.model_dump(mode="json")
+        data["learning_rate"] = self.resolved_learning_rate
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _problems_of(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown field; `tuneforge finetune --help` lists the valid ones")
+            continue
+        message = item["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+        problems.append(f"{field}: {message} (got {item.get('input')!r})")
+    return problems
+
+
+def make_config(values: dict[str, Any], source: str | None = None) -> FineTuningConfig:
+    """Validate ``values`` into a config, raising ``ConfigError`` with every problem at once."""
+    try:
+        return FineTuningConfig(**values)
+    except ValidationError as error:
+        raise ConfigError(_problems_of(error), source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FineTuningConfig:
+    """Read a YAML config (optional), apply ``overrides`` (``None`` values are ignored), validate."""
+    values: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError([f"config file not found: {file}; check the path given to --config"])
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ConfigError([f"not valid YAML: {error}"], source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(["the file must hold a mapping of field: value"], source)
+        values.update(loaded)
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return make_config(values, source)

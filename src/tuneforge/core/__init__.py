@@ -1,0 +1,1 @@
+"""Layer 0: errors, paths and small shared helpers. Standard library only, no torch."""

@@ -1,0 +1,59 @@
+"""Batches for training and evaluation: seeded order, grouped by length, padded only to the batch's longest.
+
+Grouping similar lengths together keeps padding (wasted compute on a CPU) low while the order of
+batches stays random. The order is a pure function of (seed, epoch), so a run can be resumed at
+the exact batch where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import torch
+
+from tuneforge.data.tokenize import IGNORE_INDEX, EncodedExample
+
+# How many batches are sorted by length together: larger means less padding, less randomness.
+LENGTH_GROUP_BATCHES = 16
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch, in training order."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group = batch_size * LENGTH_GROUP_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda index: lengths[index])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sequential_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Deterministic batches for evaluation: sorted by length so little is padded."""
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(items: Sequence[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    width = max(len(item.input_ids) for item in items)
+    input_ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        input_ids[row, :n] = torch.tensor(item.input_ids)
+        labels[row, :n] = torch.tensor(item.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def iter_eval_batches(items: Sequence[EncodedExample], batch_size: int, pad_token_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Collated evaluation batches of ``items`` in length order."""
+    lengths = [len(item.input_ids) for item in items]
+    for indices in sequential_batches(lengths, batch_size):
+        yield collate([items[i] for i in indices], pad_token_id)

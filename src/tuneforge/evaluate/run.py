@@ -1,0 +1,84 @@
+"""``evaluate_model``: loss, perplexity and generation scores of one model on a set of examples."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from tuneforge.core.memory import peak_memory_mb
+from tuneforge.data.batching import iter_eval_batches
+from tuneforge.data.examples import TrainingExample
+from tuneforge.data.tokenize import encode_examples, render_prompt
+from tuneforge.evaluate.generate import generate_answers
+from tuneforge.evaluate.metrics import classification_metrics, exact_match, is_label_task, text_metrics
+from tuneforge.model.loss import mean_label_loss
+
+# Answers longer than this many tokens beyond the longest label are not needed to score a label task.
+LABEL_SLACK_TOKENS = 4
+
+
+@dataclass
+class ModelEvaluation:
+    """How a model did on a dataset: ``performance`` scores, ``resources`` used, and every prediction."""
+
+    performance: dict[str, float]
+    resources: dict[str, float]
+    task: str  # "classification" when the references are a small label set, else "generation"
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_predictions:
+            data.pop("predictions")
+        return data
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[TrainingExample],
+    max_length: int = 512,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"),
+    on_progress: Callable[[int], None] | None = None,
+) -> ModelEvaluation:
+    """Score ``model`` on ``examples``.
+
+    Loss and perplexity come from the references (teacher forcing, completion tokens only).
+    Greedy answers are scored by accuracy/precision/recall/F1 for label tasks, or by exact match,
+    BLEU and ROUGE-L for free text. Text-only examples get loss and perplexity only.
+    """
+    started = time.perf_counter()
+    performance: dict[str, float] = {}
+    pad = tokenizer.pad_token_id
+    if {"loss", "perplexity"} & set(metrics):
+        encoded = encode_examples(tokenizer, list(examples), max_length)
+        if encoded.items:
+            scores = mean_label_loss(model, iter_eval_batches(encoded.items, batch_size, pad))
+            performance.update(loss=scores["loss"], perplexity=scores["perplexity"], token_accuracy=scores["accuracy"])
+    chat = [example for example in examples if not example.is_text]
+    task = "language_modeling"
+    predictions: list[dict[str, Any]] = []
+    if chat and {"accuracy", "precision", "recall", "f1", "bleu", "rouge"} & set(metrics):
+        references = [example.output for example in chat]
+        task = "classification" if is_label_task(references) else "generation"
+        budget = max_new_tokens
+        if task == "classification":
+            longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in set(references))
+            budget = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
+        prompts = [render_prompt(tokenizer, example) for example in chat]
+        answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, 8), on_batch=on_progress)
+        if task == "classification":
+            performance.update(classification_metrics(answers, references))
+        else:
+            performance["exact_match"] = exact_match(answers, references)
+            if {"bleu", "rouge"} & set(metrics):
+                performance.update(text_metrics(answers, references))
+        predictions = [
+            {"source": ex.source, "input": ex.input, "reference": ref, "prediction": ans}
+            for ex, ref, ans in zip(chat, references, answers)
+        ]
+    resources = {"eval_seconds": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb(), "examples": len(examples)}
+    return ModelEvaluation(performance=performance, resources=resources, task=task, predictions=predictions)

@@ -1,0 +1,65 @@
+"""``events.jsonl``: one JSON object per line, the single source of truth about a run's progress.
+
+Every event has ``seq`` (0, 1, 2 ...), ``time`` (unix seconds) and ``type``: ``run.started``,
+``train.step``, ``eval.result``, ``checkpoint.saved``, ``issue.detected``, ``run.finished``...
+Lines are flushed as they are written so another process can follow a running run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Inf; keep them visible as "nan"/"inf"
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+class EventWriter:
+    """Appends events to ``path``. Continues the sequence numbers of an existing file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._seq = sum(1 for _ in read_events(path)) if path.exists() else 0
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Write one event and return it."""
+        event = {"seq": self._seq, "time": round(time.time(), 3), "type": type_, **_json_safe(fields)}
+        self._handle.write(json.dumps(event) + "\n")
+        self._handle.flush()
+        self._seq += 1
+        return event
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: Path, after: int = -1) -> Iterator[dict[str, Any]]:
+    """Yield the events of ``path`` with ``seq > after``; a torn last line (a crash mid-write) is skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("seq", -1) > after:
+                yield event

@@ -1,0 +1,221 @@
+"""``FineTuningPipeline``: validate data → load model → evaluate base → train → save → evaluate tuned.
+
+The order of stages and the contents of the run directory live here and nowhere else:
+
+    runs/<name>/config.yaml, events.jsonl, checkpoints/, adapter/ | model/, results.json, predictions.jsonl
+
+Every input problem (data, model, config) is found before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneforge.config import FineTuningConfig
+from tuneforge.core.errors import ConfigError, DatasetError, TuneforgeError
+from tuneforge.core.paths import atomic_write_json, atomic_write_text, publish_directory
+from tuneforge.data.examples import TrainingData
+from tuneforge.data.manager import TrainingDataManager
+from tuneforge.data.tokenize import encode_examples
+from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
+from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
+from tuneforge.model.load import load_model, load_tokenizer, pick_device
+from tuneforge.model.resolve import resolve_model
+from tuneforge.monitor.events import EventWriter
+from tuneforge.train.loop import TrainOutcome, fit
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of a run; ``to_dict()`` is exactly what ``results.json`` holds."""
+
+    run_dir: Path
+    status: str
+    base: ModelEvaluation | None = None
+    tuned: ModelEvaluation | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "base": self.base.performance if self.base else None,
+            "tuned": self.tuned.performance if self.tuned else None,
+            "train": self.train,
+            "issues": self.issues,
+            "task": (self.tuned or self.base).task if (self.tuned or self.base) else None,
+            "data": self.data,
+            "model": self.model,
+            "evaluation": {
+                "base": self.base.resources if self.base else None,
+                "tuned": self.tuned.resources if self.tuned else None,
+            },
+            "error": self.error,
+            "run_dir": str(self.run_dir),
+        }
+
+
+def default_run_dir(config: FineTuningConfig) -> Path:
+    name = config.name or f"{Path(config.model).name.lower()}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / name
+
+
+class FineTuningPipeline:
+    """One fine-tuning run from a validated ``FineTuningConfig``."""
+
+    def __init__(self, config: FineTuningConfig, on_event: EventCallback | None = None) -> None:
+        self.config = config
+        self.on_event = on_event or (lambda event: None)
+
+    def train(self, data: TrainingData | None = None) -> TrainingResult:
+        """Run every stage and return the result; raises ``TuneforgeError`` subclasses on bad input.
+
+        ``data`` defaults to ``config.data`` (and its validation/test files) prepared by
+        ``TrainingDataManager``.
+        """
+        config = self.config
+        data = data or self.prepare_data()
+        model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
+        run_dir = self._create_run_dir()
+        with EventWriter(run_dir / "events.jsonl") as events:
+            notify = self._notifier(events)
+            notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary())
+            result = TrainingResult(run_dir=run_dir, status="running", data=data.summary())
+            try:
+                self._run_stages(data, model_dir, run_dir, events, result)
+                result.status = "succeeded"
+            except KeyboardInterrupt:
+                result.status, result.error = "cancelled", "interrupted by the user"
+                raise
+            except TuneforgeError as error:
+                result.status, result.error = "failed", str(error)
+                raise
+            except Exception as error:  # an unexpected failure is still recorded in the run directory
+                result.status, result.error = "failed", f"{type(error).__name__}: {error}"
+                raise
+            finally:
+                atomic_write_json(run_dir / "results.json", result.to_dict())
+                notify("run.finished", status=result.status, error=result.error)
+        return result
+
+    def prepare_data(self) -> TrainingData:
+        config = self.config
+        if not config.data:
+            raise ConfigError(["data: no training data given; pass --data FILE"])
+        manager = TrainingDataManager(config.data_format, config.text_template)
+        return manager.prepare_data(
+            config.data, config.validation_data, config.test_data, config.validation_split, config.test_split, config.seed
+        )
+
+    def _notifier(self, events: EventWriter) -> Callable[..., dict[str, Any]]:
+        def notify(type_: str, **fields: Any) -> dict[str, Any]:
+            event = events.emit(type_, **fields)
+            self.on_event(event)
+            return event
+
+        return notify
+
+    def _create_run_dir(self) -> Path:
+        run_dir = Path(self.config.output) if self.config.output else default_run_dir(self.config)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError([f"output: {run_dir} already exists and is not empty; choose another --output or remove it"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", self.config.to_yaml())
+        return run_dir
+
+    def _run_stages(self, data: TrainingData, model_dir: Path, run_dir: Path, events: EventWriter, result: TrainingResult) -> None:
+        import torch
+
+        config = self.config
+        notify = self._notifier(events)
+        device = pick_device()
+        tokenizer = load_tokenizer(model_dir, config.trust_remote_code)
+        train_set = encode_examples(tokenizer, data.examples, config.max_length, config.train_on_prompt)
+        validation_set = encode_examples(tokenizer, data.validation, config.max_length, config.train_on_prompt)
+        if not train_set.items:
+            raise DatasetError("no training example has a token left to learn from; check --max-length and the data")
+        result.data.update(
+            train_tokens=train_set.total_tokens, trained_tokens_per_epoch=train_set.trained_tokens,
+            truncated_examples=len(train_set.truncated_examples) + len(validation_set.truncated_examples),
+            dropped_examples=train_set.dropped_examples + validation_set.dropped_examples, max_length=config.max_length,
+        )
+        notify("data.prepared", **result.data, truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
+        model = load_model(model_dir, device, config.trust_remote_code)
+        evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size,
+                               max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
+        test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
+        if config.evaluate_base and test:
+            notify("eval.started", model="base", examples=len(test))
+            result.base = evaluate_model(model, tokenizer, test, **evaluation_args,
+                                         on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "base", "done": n}))
+            notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources)
+
+        torch.manual_seed(config.seed)
+        if config.method == "lora":
+            model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        else:
+            model = prepare_full(model)
+        trainable, total = count_parameters(model)
+        result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
+                        "trainable_parameters": trainable, "total_parameters": total}
+        notify("model.ready", **result.model)
+
+        outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
+                      save_weights=_save_weights, on_event=self.on_event)
+        result.train = _train_summary(outcome, config)
+        _publish_final(model, tokenizer, run_dir, config.method)
+        notify("model.saved", path="adapter" if config.method == "lora" else "model")
+
+        if test:
+            notify("eval.started", model="tuned", examples=len(test))
+            result.tuned = evaluate_model(model, tokenizer, test, **evaluation_args,
+                                          on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "tuned", "done": n}))
+            notify("eval.finished", model="tuned", performance=result.tuned.performance, resources=result.tuned.resources)
+            _write_predictions(run_dir, result.base, result.tuned)
+
+
+def _train_summary(outcome: TrainOutcome, config: FineTuningConfig) -> dict[str, Any]:
+    summary = asdict(outcome)
+    summary["train_seconds"] = round(outcome.train_seconds, 2)
+    summary["overhead_seconds"] = round(outcome.overhead_seconds, 2)
+    summary["tokens_per_second"] = round(outcome.tokens_per_second, 1)
+    summary["compute_cost"] = round(outcome.train_seconds / 3600 * config.cost_per_hour, 4)
+    summary["learning_rate"] = config.resolved_learning_rate
+    return summary
+
+
+def _save_weights(model: Any, out_dir: Path) -> None:
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _publish_final(model: Any, tokenizer: Any, run_dir: Path, method: str) -> None:
+    """Save the adapter (LoRA) or the whole model (full) through a staging directory."""
+    final = run_dir / ("adapter" if method == "lora" else "model")
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=run_dir))
+    try:
+        _save_weights(model, staging)
+        tokenizer.save_pretrained(staging)
+        publish_directory(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_predictions(run_dir: Path, base: ModelEvaluation | None, tuned: ModelEvaluation) -> None:
+    """One line per test example: the reference and both models' answers, for error analysis."""
+    base_answers = [p["prediction"] for p in base.predictions] if base else [None] * len(tuned.predictions)
+    lines = []
+    for base_answer, row in zip(base_answers, tuned.predictions):
+        lines.append(json.dumps({"source": row["source"], "input": row["input"], "reference": row["reference"],
+                                 "base": base_answer, "tuned": row["prediction"]}))
+    atomic_write_text(run_dir / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))

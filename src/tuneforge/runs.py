@@ -1,0 +1,58 @@
+"""Read what a run directory holds: its config, results, and the trained model ready to use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuneforge.config import DEFAULT_MODEL
+from tuneforge.core.errors import CheckpointError
+from tuneforge.model.adapters import load_adapter
+from tuneforge.model.load import load_model, load_tokenizer, pick_device
+from tuneforge.model.resolve import resolve_model
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config a run was started with (``config.yaml``)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """``results.json`` of a run; raises ``CheckpointError`` if the run has none."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no results.json; is it a tuneforge run directory that has finished?")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_trained(adapter: str | Path | None = None, model: str | None = None, device: str | None = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, description) for a base model, optionally with a trained run or adapter.
+
+    ``adapter`` may be a run directory (its ``adapter/`` or, for full fine-tuning, ``model/``) or a
+    PEFT adapter directory. The base model defaults to the one the run was trained from.
+    """
+    device = device or pick_device()
+    if adapter is None:
+        model_dir = resolve_model(model or DEFAULT_MODEL)
+        return load_model(model_dir, device), load_tokenizer(model_dir), f"base model {model or DEFAULT_MODEL}"
+    path = Path(adapter)
+    if (path / "model" / "config.json").is_file():  # a full fine-tuning run
+        return load_model(path / "model", device), load_tokenizer(path / "model"), f"fully fine-tuned model from {path}"
+    adapter_dir = path / "adapter" if (path / "adapter").is_dir() else path
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise CheckpointError(
+            f"{path} holds no trained model: expected a run directory with adapter/ or model/, "
+            "or a PEFT adapter directory with adapter_config.json"
+        )
+    base_name = model or run_config(path).get("model") or DEFAULT_MODEL
+    model_dir = resolve_model(base_name)
+    base = load_model(model_dir, device)
+    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else model_dir
+    return load_adapter(base, adapter_dir), load_tokenizer(tokenizer_dir), f"{base_name} + adapter {adapter_dir}"
