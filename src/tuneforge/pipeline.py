@@ -2,7 +2,7 @@
 
 The order of stages and the contents of the run directory live here and nowhere else:
 
-    runs/<name>/config.yaml, events.jsonl, checkpoints/, adapter/ | model/, results.json, predictions.jsonl
+    runs/<name>/config.yaml, events.jsonl, checkpoints/, adapter/ | model/, results.json, predictions.jsonl, report.html
 
 Every input problem (data, model, config) is found before the run directory is created.
 """
@@ -28,6 +28,7 @@ from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
 from tuneforge.monitor.events import EventWriter
+from tuneforge.report import write_report
 from tuneforge.train.loop import TrainOutcome, fit
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -85,9 +86,11 @@ class FineTuningPipeline:
         ``TrainingDataManager``.
         """
         config = self.config
+        run_dir = self._free_run_dir()
         data = data or self.prepare_data()
         model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
-        run_dir = self._create_run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         with EventWriter(run_dir / "events.jsonl") as events:
             notify = self._notifier(events)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary())
@@ -107,6 +110,7 @@ class FineTuningPipeline:
             finally:
                 atomic_write_json(run_dir / "results.json", result.to_dict())
                 notify("run.finished", status=result.status, error=result.error)
+                write_report(run_dir)
         return result
 
     def prepare_data(self) -> TrainingData:
@@ -126,12 +130,11 @@ class FineTuningPipeline:
 
         return notify
 
-    def _create_run_dir(self) -> Path:
+    def _free_run_dir(self) -> Path:
+        """The run directory to use; refuses one that already holds files (never overwrite a run)."""
         run_dir = Path(self.config.output) if self.config.output else default_run_dir(self.config)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise ConfigError([f"output: {run_dir} already exists and is not empty; choose another --output or remove it"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", self.config.to_yaml())
         return run_dir
 
     def _run_stages(self, data: TrainingData, model_dir: Path, run_dir: Path, events: EventWriter, result: TrainingResult) -> None:

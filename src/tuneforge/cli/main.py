@@ -20,6 +20,7 @@ examples:
   tuneforge finetune --config run.yaml --learning-rate 5e-4   a YAML config; flags override it
   tuneforge eval --data test.jsonl --adapter runs/mine    score a trained run on your data
   tuneforge chat --adapter runs/mine --prompt "Hello"     talk to a trained run
+  tuneforge report runs/mine                              rebuild runs/mine/report.html
   tuneforge demo                                          the bundled example task, end to end
 """
 
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default: 256)")
     chat.set_defaults(handler=cmd_chat)
 
+    report = commands.add_parser(
+        "report", help="write the HTML report of a run (curves, base vs tuned, issues, config)",
+        description="Rebuild RUN_DIR/report.html from events.jsonl and results.json; works on running runs too.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a tuneforge run directory")
+    report.set_defaults(handler=cmd_report)
+
     demo = commands.add_parser(
         "demo", help="fine-tune the embedded model on the bundled customer-intent task and compare with the base",
         description="The bundled example: 360 customer messages labelled with 8 intents. Trains LoRA on "
@@ -241,6 +249,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({"model": description, **evaluation.to_dict()}, indent=2))
     else:
         render.evaluation(description, evaluation.to_dict())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tuneforge.core.errors import CheckpointError
+    from tuneforge.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "events.jsonl").is_file():
+        raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no events.jsonl)")
+    print(write_report(run_dir))
     return 0
 
 
