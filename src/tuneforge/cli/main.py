@@ -21,6 +21,7 @@ examples:
   tuneforge eval --data test.jsonl --adapter runs/mine    score a trained run on your data
   tuneforge chat --adapter runs/mine --prompt "Hello"     talk to a trained run
   tuneforge report runs/mine                              rebuild runs/mine/report.html
+  tuneforge validate my.jsonl --model smollm2-135m-instruct   the data doctor: every problem, token counts
   tuneforge demo                                          the bundled example task, end to end
 """
 
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from tuneforge.cli.data_commands import add_data_commands
+    add_data_commands(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",

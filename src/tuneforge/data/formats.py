@@ -103,11 +103,12 @@ def _chat(row: dict[str, Any], where: str, problems: list[str]) -> TrainingExamp
         content = message.get("content")
         if not isinstance(content, str) or (role == "assistant" and not content.strip()):
             problems.append(f"{where}: {field}.content must be non-empty text")
-        weight = message.get("weight", 1)
+        weight = message.get("weight")
+        weight = 1 if weight is None else weight  # absent, or null in a parquet struct shared with weighted rows
         if weight not in (0, 1) or isinstance(weight, bool):
             problems.append(f"{where}: {field}.weight must be 0 or 1, got {weight!r}")
         item = {"role": role, "content": content}
-        if "weight" in message:
+        if message.get("weight") is not None:
             item["weight"] = weight
         clean.append(item)
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
