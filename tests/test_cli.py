@@ -124,11 +124,6 @@ def test_finetune_bad_input_exits_1_without_a_run_directory(capsys, tiny_model_d
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere
 
 
-@pytest.mark.xfail(
-    reason="BUG: a malformed --text-template ('{question') escapes tuneforge.cli.main.main as a bare ValueError "
-    "(a traceback) instead of exit 1 with a message; see data/formats.py template_fields",
-    strict=True,
-)
 def test_finetune_malformed_text_template_exits_1(capsys, tiny_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     code, _, err = run_cli(capsys, "finetune", "--data", data, "--model", tiny_model_dir, "--text-template", "{question",

@@ -93,11 +93,6 @@ def test_csv_with_bom_and_numbers(tmp_path: Path):
     assert (examples[0].input, examples[0].output) == ("how many legs has a cat?", "4")
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/load.py _read_csv feeds csv.DictReader text.splitlines(), which drops the newline inside a "
-    "quoted multi-line CSV field ('line one\\nline two' becomes 'line oneline two')",
-    strict=True,
-)
 def test_csv_multiline_quoted_field(tmp_path: Path):
     path = tmp_path / "d.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -231,11 +226,6 @@ def test_text_template(tmp_path: Path):
     assert f"{bad}:2" in str(caught.value) and "answer" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/formats.py template_fields/_templated let a malformed --text-template escape as a bare "
-    "ValueError/IndexError (a traceback in the CLI) instead of a DatasetError/ConfigError naming the template",
-    strict=True,
-)
 @pytest.mark.parametrize("template", ["{question", "{question} {}"])
 def test_malformed_text_template_is_a_tuneforge_error(tmp_path: Path, template: str):
     from tuneforge.core.errors import TuneforgeError
@@ -334,11 +324,6 @@ def test_non_utf8_bytes(tmp_path: Path):
     assert f"{path}:3" in message and "UTF-8" in message
 
 
-@pytest.mark.xfail(
-    reason="BUG: data/load.py _read_jsonl splits with str.splitlines(), which also breaks lines at U+2028/U+2029/"
-    "U+0085; JSON allows these raw inside strings, so a valid JSONL row is rejected as invalid JSON",
-    strict=True,
-)
 def test_jsonl_with_unicode_line_separator_in_a_string(tmp_path: Path):
     path = tmp_path / "u.jsonl"
     rows = [{"input": "first\u2028second", "output": "x"}, {"input": "c", "output": "y"}]

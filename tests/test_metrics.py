@@ -93,11 +93,6 @@ def test_text_metrics_perfect_and_wrong():
     assert wrong["rouge_l"] < partly["rouge_l"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: evaluate/metrics.py text_metrics uses sacrebleu.corpus_bleu without effective order, so perfect "
-    "answers shorter than 4 words score BLEU 0 (e.g. one-word free-text answers in a generation task)",
-    strict=True,
-)
 def test_text_metrics_perfect_short_answers():
     references = ["Paris", "Rome", "Berlin"]
     assert text_metrics(references, references)["bleu"] == pytest.approx(100.0)

@@ -335,12 +335,6 @@ def test_bad_data_creates_no_run_directory(tiny_model_dir, tmp_path):
     assert not output.exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: pipeline.py FineTuningPipeline.train creates the run directory before encoding the data, so "
-    "'no training example has a token left' (max_length too small) is raised after runs/<name>/ exists, "
-    "although the module promises every data problem is found first; rerunning with the same --output then fails",
-    strict=True,
-)
 def test_data_with_nothing_to_train_creates_no_run_directory(tiny_model_dir, tmp_path):
     rows = [{"input": "what color is the sky on a clear summer day in the morning? " * 3, "output": "blue"}] * 4
     data = write_jsonl(tmp_path / "long.jsonl", [dict(r, input=f"{i} {r['input']}") for i, r in enumerate(rows)])
@@ -381,11 +375,6 @@ def test_nan_loss_results_and_events(train_run, nan_after_two_steps, tmp_path):
     assert events[-1]["type"] == "run.finished" and events[-1]["status"] == "failed"
 
 
-@pytest.mark.xfail(
-    reason="BUG: pipeline.py never fills TrainingResult.issues: an issue.detected event (here nan_loss) is written "
-    "to events.jsonl but results.json keeps \"issues\": []",
-    strict=True,
-)
 def test_nan_loss_issue_in_results_json(train_run, nan_after_two_steps, tmp_path):
     with pytest.raises(TrainingError):
         train_run(**QUICK, output=str(tmp_path / "run"))

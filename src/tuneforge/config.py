@@ -26,6 +26,21 @@ Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", 
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 1e-3, "full": 5e-5}
 
 
+def template_problem(template: str) -> str | None:
+    """What is wrong with a ``--text-template`` (None if it is usable)."""
+    import string
+
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        return f"not a valid template ({error}); write placeholders as {{field}} and literal braces as {{{{ }}}}"
+    if not fields:
+        return "needs at least one {field} placeholder naming a column"
+    if any(not name or not name.isidentifier() for name in fields):
+        return "every placeholder must name a column, e.g. {question}"
+    return None
+
+
 class FineTuningConfig(BaseModel):
     """Everything that decides what a run does. Unknown fields are rejected, not ignored."""
 
@@ -89,8 +104,10 @@ class FineTuningConfig(BaseModel):
         problems: list[str] = []
         if self.validation_split + self.test_split >= 0.9:
             problems.append("validation_split + test_split must leave at least 10% of the rows for training")
-        if self.text_template is not None and "{" not in self.text_template:
-            problems.append("text_template: needs at least one {field} placeholder")
+        if self.text_template is not None:
+            problem = template_problem(self.text_template)
+            if problem:
+                problems.append(f"text_template: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -101,10 +118,12 @@ class FineTuningConfig(BaseModel):
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
 
     def to_yaml(self) -> str:
-        """The config as YAML that ``load_config`` reads back to an equal config."""
-        data = self.model_dump(mode="json")
-        data["learning_rate"] = self.resolved_learning_rate
-        return yaml.safe_dump(data, sort_keys=False)
+        """The config as YAML that ``load_config`` reads back to an equal config.
+
+        An unset ``learning_rate`` stays unset (null), so re-running with another ``method`` picks
+        that method's default; the rate actually used is in ``results.json`` (``train.learning_rate``).
+        """
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def _problems_of(error: ValidationError) -> list[str]:

@@ -22,7 +22,8 @@ from tuneforge.core.errors import ConfigError, DatasetError, TuneforgeError
 from tuneforge.core.paths import atomic_write_json, atomic_write_text, publish_directory
 from tuneforge.data.examples import TrainingData
 from tuneforge.data.manager import TrainingDataManager
-from tuneforge.data.tokenize import encode_examples
+from tuneforge.data.tokenize import EncodedDataset, encode_examples
+from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
 from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
@@ -67,6 +68,35 @@ class TrainingResult:
         }
 
 
+@dataclass
+class EncodedInputs:
+    """What the stages need that was checked before the run directory was made."""
+
+    model_dir: Path
+    tokenizer: Any
+    train_set: EncodedDataset
+    validation_set: EncodedDataset
+    labels: list[str] | None  # the label set when the answers are class labels
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {
+            "train_tokens": self.train_set.total_tokens,
+            "trained_tokens_per_epoch": self.train_set.trained_tokens,
+            "truncated_examples": len(self.train_set.truncated_examples) + len(self.validation_set.truncated_examples),
+            "dropped_examples": self.train_set.dropped_examples + self.validation_set.dropped_examples,
+            "labels": self.labels,
+        }
+
+
+def label_space(data: TrainingData) -> list[str] | None:
+    """The answers' label set when, over all splits, the answers look like class labels; else None."""
+    answers = [example.output for example in data.examples + data.validation + data.test if not example.is_text]
+    if not answers or not is_label_task(answers):
+        return None
+    return sorted({normalize_answer(answer) for answer in answers})
+
+
 def default_run_dir(config: FineTuningConfig) -> Path:
     name = config.name or f"{Path(config.model).name.lower()}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path("runs") / name
@@ -83,20 +113,22 @@ class FineTuningPipeline:
         """Run every stage and return the result; raises ``TuneforgeError`` subclasses on bad input.
 
         ``data`` defaults to ``config.data`` (and its validation/test files) prepared by
-        ``TrainingDataManager``.
+        ``TrainingDataManager``. Data, model and output are all checked before the run directory
+        is created, so bad input never leaves a run directory behind.
         """
         config = self.config
         run_dir = self._free_run_dir()
         data = data or self.prepare_data()
         model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
+        inputs = self._encode(data, model_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         with EventWriter(run_dir / "events.jsonl") as events:
-            notify = self._notifier(events)
+            result = TrainingResult(run_dir=run_dir, status="running", data={**data.summary(), **inputs.summary})
+            notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary())
-            result = TrainingResult(run_dir=run_dir, status="running", data=data.summary())
             try:
-                self._run_stages(data, model_dir, run_dir, events, result)
+                self._run_stages(data, inputs, run_dir, events, result)
                 result.status = "succeeded"
             except KeyboardInterrupt:
                 result.status, result.error = "cancelled", "interrupted by the user"
@@ -122,13 +154,33 @@ class FineTuningPipeline:
             config.data, config.validation_data, config.test_data, config.validation_split, config.test_split, config.seed
         )
 
-    def _notifier(self, events: EventWriter) -> Callable[..., dict[str, Any]]:
+    def _notifier(self, events: EventWriter, result: TrainingResult) -> Callable[..., dict[str, Any]]:
+        """``notify(type, **fields)``: write an event, show it to the caller, keep detected issues."""
+
         def notify(type_: str, **fields: Any) -> dict[str, Any]:
             event = events.emit(type_, **fields)
-            self.on_event(event)
+            self._observe(event, result)
             return event
 
         return notify
+
+    def _observe(self, event: dict[str, Any], result: TrainingResult) -> None:
+        if event.get("type") == "issue.detected":
+            result.issues.append({k: v for k, v in event.items() if k not in ("seq", "type")})
+        self.on_event(event)
+
+    def _encode(self, data: TrainingData, model_dir: Path) -> EncodedInputs:
+        """Tokenize the train and validation sets; refuse data with nothing left to learn from."""
+        config = self.config
+        tokenizer = load_tokenizer(model_dir, config.trust_remote_code)
+        train_set = encode_examples(tokenizer, data.examples, config.max_length, config.train_on_prompt)
+        validation_set = encode_examples(tokenizer, data.validation, config.max_length, config.train_on_prompt)
+        if not train_set.items:
+            raise DatasetError(
+                f"no training example has a token left to learn from at max_length={config.max_length}; "
+                "raise --max-length or check that the examples have answers"
+            )
+        return EncodedInputs(model_dir, tokenizer, train_set, validation_set, label_space(data))
 
     def _free_run_dir(self) -> Path:
         """The run directory to use; refuses one that already holds files (never overwrite a run)."""
@@ -137,25 +189,17 @@ class FineTuningPipeline:
             raise ConfigError([f"output: {run_dir} already exists and is not empty; choose another --output or remove it"])
         return run_dir
 
-    def _run_stages(self, data: TrainingData, model_dir: Path, run_dir: Path, events: EventWriter, result: TrainingResult) -> None:
+    def _run_stages(self, data: TrainingData, inputs: EncodedInputs, run_dir: Path, events: EventWriter, result: TrainingResult) -> None:
         import torch
 
         config = self.config
-        notify = self._notifier(events)
+        notify = self._notifier(events, result)
         device = pick_device()
-        tokenizer = load_tokenizer(model_dir, config.trust_remote_code)
-        train_set = encode_examples(tokenizer, data.examples, config.max_length, config.train_on_prompt)
-        validation_set = encode_examples(tokenizer, data.validation, config.max_length, config.train_on_prompt)
-        if not train_set.items:
-            raise DatasetError("no training example has a token left to learn from; check --max-length and the data")
-        result.data.update(
-            train_tokens=train_set.total_tokens, trained_tokens_per_epoch=train_set.trained_tokens,
-            truncated_examples=len(train_set.truncated_examples) + len(validation_set.truncated_examples),
-            dropped_examples=train_set.dropped_examples + validation_set.dropped_examples, max_length=config.max_length,
-        )
-        notify("data.prepared", **result.data, truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
+        tokenizer, train_set, validation_set, model_dir = inputs.tokenizer, inputs.train_set, inputs.validation_set, inputs.model_dir
+        notify("data.prepared", **inputs.summary, max_length=config.max_length,
+               truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
         model = load_model(model_dir, device, config.trust_remote_code)
-        evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size,
+        evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size, labels=inputs.labels,
                                max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
         test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
         if config.evaluate_base and test:
@@ -175,7 +219,7 @@ class FineTuningPipeline:
         notify("model.ready", **result.model)
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
-                      save_weights=_save_weights, on_event=self.on_event)
+                      save_weights=_save_weights, on_event=lambda event: self._observe(event, result))
         result.train = _train_summary(outcome, config)
         _publish_final(model, tokenizer, run_dir, config.method)
         notify("model.saved", path="adapter" if config.method == "lora" else "model")

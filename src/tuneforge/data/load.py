@@ -7,6 +7,7 @@ a ``datasets`` directory saved with ``save_to_disk``. Every unreadable row is re
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ def _read_text(file: Path) -> str:
 
 def _read_jsonl(file: Path) -> list[RawRow]:
     rows, problems = [], []
-    for number, line in enumerate(_read_text(file).splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks at U+2028/U+2029/U+0085, which JSON allows in strings.
+    for number, line in enumerate(_read_text(file).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -89,7 +91,7 @@ def _read_json(file: Path) -> list[RawRow]:
 def _read_csv(file: Path) -> list[RawRow]:
     text = _read_text(file)
     try:
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         rows = []
         for row in reader:
             if None in row:  # more cells than header columns

@@ -43,13 +43,17 @@ def extract_label(prediction: str, labels: Sequence[str]) -> str:
     return named[0] if len(named) == 1 else OTHER_LABEL
 
 
-def classification_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Accuracy and macro precision/recall/F1 over the reference labels (scikit-learn)."""
+def classification_metrics(predictions: Sequence[str], references: Sequence[str], label_set: Sequence[str] | None = None) -> dict[str, float]:
+    """Accuracy and macro precision/recall/F1 over the labels present in the references (scikit-learn).
+
+    ``label_set`` (all labels of the task) is what answers are matched against; default: the references'.
+    """
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     gold = [normalize_answer(ref) for ref in references]
     labels = sorted(set(gold))
-    predicted = [extract_label(pred, labels) for pred in predictions]
+    candidates = sorted({normalize_answer(label) for label in label_set} | set(labels)) if label_set else labels
+    predicted = [extract_label(pred, candidates) for pred in predictions]
     precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, labels=labels, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(gold, predicted)),
@@ -70,10 +74,11 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-L F-measure (rouge-score, 0-1)."""
-    import sacrebleu
     from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
 
-    bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
+    # effective_order: short answers (under 4 words) are scored on the n-grams they can have.
+    bleu = BLEU(effective_order=True).corpus_score(list(predictions), [list(references)]).score
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
     return {"bleu": float(bleu), "rouge_l": float(sum(rouge) / max(len(rouge), 1))}

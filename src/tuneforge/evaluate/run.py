@@ -43,12 +43,15 @@ def evaluate_model(
     max_new_tokens: int = 64,
     metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"),
     on_progress: Callable[[int], None] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> ModelEvaluation:
     """Score ``model`` on ``examples``.
 
     Loss and perplexity come from the references (teacher forcing, completion tokens only).
     Greedy answers are scored by accuracy/precision/recall/F1 for label tasks, or by exact match,
-    BLEU and ROUGE-L for free text. Text-only examples get loss and perplexity only.
+    BLEU and ROUGE-L for free text. Text-only examples get loss and perplexity only. ``labels``
+    (the task's label set, known from the training data) makes it a label task even when the
+    examples scored here are too few to tell.
     """
     started = time.perf_counter()
     performance: dict[str, float] = {}
@@ -63,7 +66,7 @@ def evaluate_model(
     predictions: list[dict[str, Any]] = []
     if chat and {"accuracy", "precision", "recall", "f1", "bleu", "rouge"} & set(metrics):
         references = [example.output for example in chat]
-        task = "classification" if is_label_task(references) else "generation"
+        task = "classification" if labels or is_label_task(references) else "generation"
         budget = max_new_tokens
         if task == "classification":
             longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in set(references))
@@ -71,7 +74,7 @@ def evaluate_model(
         prompts = [render_prompt(tokenizer, example) for example in chat]
         answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, 8), on_batch=on_progress)
         if task == "classification":
-            performance.update(classification_metrics(answers, references))
+            performance.update(classification_metrics(answers, references, labels))
         else:
             performance["exact_match"] = exact_match(answers, references)
             if {"bleu", "rouge"} & set(metrics):
