@@ -169,6 +169,11 @@ def template_fields(template: str) -> list[str]:
 
 
 def _templated(template: str) -> Callable[[dict[str, Any], str, list[str]], TrainingExample | None]:
+    from tuneforge.config import template_problem
+
+    problem = template_problem(template)
+    if problem:
+        raise DatasetError(f"--text-template {template!r}: {problem}")
     fields = template_fields(template)
 
     def convert(row: dict[str, Any], where: str, problems: list[str]) -> TrainingExample | None:
