@@ -327,7 +327,7 @@ class Validator:
         if not isinstance(data, dict):
             self._emit(at("data_type", f"each row must be a JSON object, got {checks.describe_type(data)}"), row_level=True)
             return
-        data_format = state.fixed_format or detect_row_format(data)
+        data_format = state.fixed_format or detect_row_format(data) or _closest_format(data, state)
         if data_format is None:
             expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in FORMAT_KEYS.items())
             found = sorted(str(key) for key in data)[:10]
@@ -686,6 +686,16 @@ class Validator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _closest_format(data: dict[str, Any], state: _FileState) -> str | None:
+    """For a row with none of the full column sets: the file's format so far, else the format whose columns
+    it has most of — so ``{"input": "x"}`` is reported as missing 'output', not as an unknown format."""
+    if state.formats:
+        return max(state.formats, key=lambda name: state.formats[name][0])
+    scores = {name: sum(key in data for key in keys) for name, keys in FORMAT_KEYS.items()}
+    best = max(scores, key=lambda name: scores[name])
+    return best if scores[best] else None
 
 
 def _where(at: checks.Location) -> str:
