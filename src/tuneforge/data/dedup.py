@@ -79,14 +79,15 @@ def _crc32(value: str) -> int:
 class NearDuplicateIndex:
     """Finds, for each text added, the earlier texts that are near copies of it."""
 
-    def __init__(self, threshold: float = 0.85, num_perm: int = NUM_PERM) -> None:
+    def __init__(self, threshold: float = 0.85, num_perm: int = 128) -> None:
         from datasketch import MinHash, MinHashLSH
 
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self._template = MinHash(num_perm=num_perm, hashfunc=_crc32)
-        self._lsh = MinHashLSH(threshold=min(threshold, 0.99), num_perm=num_perm)
+        # A lower LSH threshold than the one verified: fewer near copies slip through the banding.
+        self._lsh = MinHashLSH(threshold=max(0.5, threshold - 0.15), num_perm=num_perm)
         self._sketches: dict[Hashable, Any] = {}
 
     def sketch(self, text: str) -> Any:
