@@ -77,6 +77,7 @@ class FineTuningConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = Field(42, ge=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples")
 
     # Evaluation and saving during training
     evaluation_strategy: Strategy = "epoch"

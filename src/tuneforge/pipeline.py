@@ -26,6 +26,7 @@ from tuneforge.data.tokenize import EncodedDataset, encode_examples
 from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
 from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
+from tuneforge.model.attention import use_packed_attention
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
 from tuneforge.monitor.events import EventWriter
@@ -213,6 +214,8 @@ class FineTuningPipeline:
             model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         else:
             model = prepare_full(model)
+        if config.packing:
+            use_packed_attention(model)
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "trainable_parameters": trainable, "total_parameters": total}

@@ -52,6 +52,43 @@ def collate(items: Sequence[EncodedExample], pad_token_id: int) -> dict[str, tor
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def collate_packed(items: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+    """All ``items`` back to back in one row: no padding at all.
+
+    ``position_ids`` restart at 0 for each example and ``cu_seq_lens_q``/``cu_seq_lens_k`` mark the
+    example boundaries, for attention that never crosses examples (``model.attention``). The first
+    label of every example is masked: no example learns to predict its first token from the
+    previous one.
+    """
+    input_ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    boundaries = [0]
+    for item in items:
+        input_ids.extend(item.input_ids)
+        labels.extend([IGNORE_INDEX] + list(item.labels[1:]))
+        positions.extend(range(len(item.input_ids)))
+        boundaries.append(len(input_ids))
+    cuts = torch.tensor(boundaries, dtype=torch.int32)
+    longest = max(len(item.input_ids) for item in items)
+    return {
+        "input_ids": torch.tensor([input_ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "cu_seq_lens_q": cuts,
+        "cu_seq_lens_k": cuts,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
+def real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens in ``batch`` that are not padding."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
 def iter_eval_batches(items: Sequence[EncodedExample], batch_size: int, pad_token_id: int) -> Iterator[dict[str, torch.Tensor]]:
     """Collated evaluation batches of ``items`` in length order."""
     lengths = [len(item.input_ids) for item in items]

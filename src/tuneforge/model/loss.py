@@ -34,7 +34,9 @@ class LossSums:
 def label_loss_sums(model: Any, batch: dict[str, torch.Tensor]) -> LossSums:
     """Summed cross-entropy and correct-prediction count over the labelled positions of ``batch``."""
     decoder, head = decoder_and_head(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    # Padded batches carry attention_mask; packed ones position_ids and cu_seq_lens (see model.attention).
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    hidden = decoder(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
     rows = hidden[:, :-1][mask]
@@ -66,7 +68,7 @@ def mean_label_loss(model: Any, batches: Iterable[dict[str, torch.Tensor]]) -> d
     device = next(model.parameters()).device
     loss_sum, tokens, correct = 0.0, 0, 0
     for batch in batches:
-        sums = label_loss_sums(model, {key: value.to(device) for key, value in batch.items()})
+        sums = label_loss_sums(model, {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()})
         loss_sum += float(sums.loss_sum)
         tokens += sums.tokens
         correct += sums.correct

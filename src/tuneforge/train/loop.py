@@ -18,7 +18,7 @@ import torch
 
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.errors import TrainingError
-from tuneforge.data.batching import collate, epoch_batches, iter_eval_batches
+from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens
 from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import label_loss_sums, mean_label_loss, perplexity
 from tuneforge.monitor.events import EventWriter
@@ -44,8 +44,8 @@ class TrainOutcome:
     peak_memory_mb: float = 0.0
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    return {key: value.to(device) for key, value in batch.items()}
+def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
 def fit(
@@ -90,12 +90,13 @@ def fit(
             group_tokens = sum(item.trained_tokens for batch in items for item in batch)
             loss_sum, correct = 0.0, 0
             for batch_items in items:
-                batch = _to_device(collate(batch_items, pad_token_id), device)
+                batch = collate_packed(batch_items) if config.packing else collate(batch_items, pad_token_id)
+                batch = _to_device(batch, device)
                 sums = label_loss_sums(model, batch)
                 (sums.loss_sum / group_tokens).backward()
                 loss_sum += float(sums.loss_sum.detach())
                 correct += sums.correct
-                outcome.processed_tokens += int(batch["attention_mask"].sum())
+                outcome.processed_tokens += real_tokens(batch)
             loss = loss_sum / group_tokens
             if not math.isfinite(loss):
                 notify(events.emit("issue.detected", kind="nan_loss", severity="error", step=step + 1,

@@ -1,0 +1,60 @@
+"""Attention over packed sequences without cross-talk and without a tokens × tokens mask.
+
+A packed batch is one row holding several examples back to back, with ``cu_seq_lens`` marking
+where each starts. ``packed_attention`` runs causal scaled-dot-product attention on each example's
+slice separately, so no token attends across examples and the work is Σ lᵢ² rather than (Σ lᵢ)².
+Without ``cu_seq_lens`` (evaluation, generation) it is transformers' own SDPA attention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+PACKED_ATTENTION = "tuneforge_packed"
+_registered = False
+
+
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Per-example causal attention for packed rows; SDPA otherwise. Shapes as transformers' attention functions."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    boundaries = kwargs.get("cu_seq_lens_q")
+    if boundaries is None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    p = dropout if module.training else 0.0
+    cuts = boundaries.tolist()
+    pieces = [
+        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p, is_causal=True, scale=scaling)
+        for s, e in zip(cuts[:-1], cuts[1:])
+    ]
+    return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+
+
+def use_packed_attention(model: Any) -> None:
+    """Switch ``model`` (or the model inside a PEFT wrapper) to ``packed_attention``."""
+    global _registered
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    if not _registered:
+        AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+        # Masks are still built as for SDPA, so left-padded generation keeps working.
+        AttentionMaskInterface.register(PACKED_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS.get("sdpa", sdpa_mask))
+        _registered = True
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(PACKED_ATTENTION)
