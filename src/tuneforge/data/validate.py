@@ -227,7 +227,7 @@ class Validator:
         self.bench_items: list[Any] = []
         self._rng = random.Random(0)
         self._end_of_turn = _end_of_turn_ids(tokenizer) if tokenizer is not None else []
-        self._row_where: list[str] = []  # example index -> where (only for the near-duplicate phase and findings)
+        self._accepted = 0  # examples accepted so far: the index of the next one
 
     # ------------------------------------------------------------------ reporting
 
@@ -413,9 +413,9 @@ class Validator:
 
     def _accept(self, data: dict[str, Any], example: TrainingExample, encoded: Any, at: checks.Location,
                 state: _FileState, data_format: str) -> None:
-        index = len(self._row_where)
+        index = self._accepted
+        self._accepted += 1
         where = _where(at)
-        self._row_where.append(where)
         self.usable[state.split] += 1
         self.formats_used[data_format] += 1
         whole, prompt, answer, text = example_keys(example)
