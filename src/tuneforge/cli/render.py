@@ -72,6 +72,10 @@ class TrainingProgress:
             data = event["data"]
             self._say(f"run directory [bold]{event['run_dir']}[/bold]: {data['train']} train / {data['validation']} validation / "
                       f"{data['test']} test examples ({data['format']} format), model {event['model']}, method {event['method']}")
+            if data.get("dropped_rows"):
+                where = ", ".join(row.get("where", "?") for row in data.get("dropped", [])[:10])
+                self._say(f"[yellow]--skip-invalid dropped {data['dropped_rows']} invalid row(s): {where}"
+                          f"{' ...' if data['dropped_rows'] > 10 else ''}[/yellow]")
         elif kind == "data.prepared" and event.get("truncated_examples"):
             self._say(f"[yellow]{event['truncated_examples']} example(s) longer than max_length={event['max_length']} were truncated[/yellow]")
         elif kind == "eval.started":
