@@ -55,6 +55,7 @@ class FineTuningConfig(BaseModel):
     validation_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for validation")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for the final test")
     train_on_prompt: bool = Field(False, description="also compute the loss on prompt tokens")
+    skip_invalid: bool = Field(False, description="drop rows the data doctor finds errors in (and say which) instead of refusing to train")
     max_length: int = Field(512, ge=16, le=131072, description="tokens per example; longer ones are truncated")
 
     # What to train

@@ -151,8 +151,10 @@ class FineTuningPipeline:
         if not config.data:
             raise ConfigError(["data: no training data given; pass --data FILE"])
         manager = TrainingDataManager(config.data_format, config.text_template)
+        # skip_invalid=False still runs the full data doctor first: training refuses data with errors.
         return manager.prepare_data(
-            config.data, config.validation_data, config.test_data, config.validation_split, config.test_split, config.seed
+            config.data, config.validation_data, config.test_data, config.validation_split, config.test_split, config.seed,
+            skip_invalid=config.skip_invalid,
         )
 
     def _notifier(self, events: EventWriter, result: TrainingResult) -> Callable[..., dict[str, Any]]:

@@ -59,7 +59,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         "eval": parser.add_argument_group("evaluation and saving"),
     }
     sections = {
-        "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length"},
+        "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length", "skip_invalid"},
         "model": {"model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "trust_remote_code"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
                  "evaluation_metrics", "evaluate_base", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
