@@ -12,7 +12,8 @@ CUSTOMER_INTENTS = SAMPLES_DIR / "customer_intents.jsonl"
 def demo_config(output: str | None = None, epochs: float | None = None):  # -> FineTuningConfig
     """LoRA on the embedded SmolLM2-135M-Instruct over the customer-intent task (8 labels, 360 rows).
 
-    One epoch is enough on this task and keeps ``make demo`` well inside 15 minutes on 2 CPU cores.
+    One epoch in batches of 4 (72 optimizer steps) is enough on this task and keeps ``make demo``
+    well inside 15 minutes on 2 CPU cores.
     """
     from tuneforge.config import make_config
 
@@ -20,6 +21,7 @@ def demo_config(output: str | None = None, epochs: float | None = None):  # -> F
         {
             "data": str(CUSTOMER_INTENTS),
             "epochs": epochs if epochs is not None else 1.0,
+            "batch_size": 4,
             "output": output or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}",
             "evaluation_strategy": "epoch",
             "saving_strategy": "no",
