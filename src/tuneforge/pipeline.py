@@ -27,6 +27,7 @@ from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
 from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
 from tuneforge.model.attention import use_packed_attention
+from tuneforge.model.fast_lora import speed_up_lora
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
 from tuneforge.monitor.events import EventWriter
@@ -214,6 +215,7 @@ class FineTuningPipeline:
         torch.manual_seed(config.seed)
         if config.method == "lora":
             model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+            speed_up_lora(model)
         else:
             model = prepare_full(model)
         if config.packing:

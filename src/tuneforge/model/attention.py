@@ -28,18 +28,18 @@ def packed_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Per-example causal attention for packed rows; SDPA otherwise. Shapes as transformers' attention functions."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     boundaries = kwargs.get("cu_seq_lens_q")
     if boundaries is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    # Grouped-query attention without copying the key/value heads (same grouping as repeat_kv).
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
     p = dropout if module.training else 0.0
     cuts = boundaries.tolist()
     pieces = [
-        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p, is_causal=True, scale=scaling)
+        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p, is_causal=True,
+                                       scale=scaling, enable_gqa=gqa)
         for s, e in zip(cuts[:-1], cuts[1:])
     ]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None

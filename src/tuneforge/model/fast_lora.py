@@ -1,0 +1,73 @@
+"""A faster forward for PEFT's LoRA linear layers, same parameters, same saved adapter.
+
+PEFT computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling``: the scaling multiplies and the
+sum adds two full activation tensors (tokens × out_features) per layer, and the backward pass adds
+the input gradients of the two branches in one more pass. Here one autograd function does the
+minimum: the scaling goes on the small ``B`` matrix (out × r), both sums are folded into matrix
+multiplies (``addmm``), and only ``x`` and the r-wide ``x·Aᵀ`` are kept for the backward pass. On
+a CPU that saves memory-bound passes over the activations. Only the plain case is taken (one
+active adapter, no dropout, not merged, frozen base weight, no DoRA or other variant); anything
+else falls through to PEFT's own forward. ``tests/test_fast_lora.py`` checks outputs and gradients
+against PEFT.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _fast_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    adapters = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+        return self._peft_forward(x, *args, **kwargs)
+    name = adapters[0]
+    if name not in self.lora_A or name in self.lora_variant or not isinstance(self.lora_dropout[name], nn.Identity):
+        return self._peft_forward(x, *args, **kwargs)
+    base = self.base_layer
+    if not isinstance(base, nn.Linear) or base.weight.requires_grad or x.dtype != self.lora_A[name].weight.dtype:
+        return self._peft_forward(x, *args, **kwargs)
+    flat = x.reshape(-1, x.shape[-1])
+    out = LoraLinearFunction.apply(flat, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name]))
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ with W (and b) frozen; gradients for x, A and B."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+        hidden = x @ lora_a.t()  # tokens × r
+        start = F.linear(x, weight, bias)
+        out = torch.addmm(start, hidden, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x, weight, lora_a, lora_b, hidden)
+        ctx.scaling = scaling
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, lora_a, lora_b, hidden = ctx.saved_tensors
+        s = ctx.scaling
+        grad_hidden = (grad_out @ lora_b) * s  # tokens × r, small
+        grad_b = (grad_out.t() @ hidden) * s if ctx.needs_input_grad[4] else None
+        grad_a = grad_hidden.t() @ x if ctx.needs_input_grad[3] else None
+        grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None, grad_a, grad_b, None
+
+
+def speed_up_lora(model: nn.Module) -> int:
+    """Give every PEFT LoRA ``Linear`` of ``model`` the fused forward; return how many were changed."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    changed = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and not hasattr(module, "_peft_forward"):
+            module._peft_forward = module.forward
+            module.forward = types.MethodType(_fast_forward, module)
+            changed += 1
+    return changed
