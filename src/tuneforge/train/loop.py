@@ -1,15 +1,19 @@
-"""The training loop: one readable function, ``fit``.
+"""The training loop: ``fit``, one readable sequence of optimizer steps, watched by a ``TrainingMonitor``.
 
 Per optimizer step: the micro-batches of one accumulation group are summed with token-level
-normalisation (every labelled token weighs the same, whatever batch it is in), gradients are
-clipped, AdamW steps, the schedule advances. Metrics go to ``events.jsonl`` through the
-``EventWriter``; evaluation and checkpoints follow the configured strategies.
+normalisation (every labelled token weighs the same, whatever batch it is in), a non-finite loss or
+gradient is caught before the update, gradients are clipped, AdamW steps, the schedule advances.
+Metrics go to ``events.jsonl``; the monitor's issues are handled by the run's policy (warn, stop,
+roll back to the last healthy checkpoint with a lower learning rate). Evaluations track the best
+checkpoint and drive early stopping. A run resumed from a checkpoint continues exactly: weights,
+optimizer, schedule, RNG states and the data position are restored.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,14 +21,32 @@ from typing import Any, Callable
 import torch
 
 from tuneforge.config import FineTuningConfig
-from tuneforge.core.errors import TrainingError
+from tuneforge.core.errors import CheckpointError, TrainingError
+from tuneforge.core.memory import current_memory_mb, peak_memory_mb
 from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens
 from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import label_loss_sums, mean_label_loss, perplexity
 from tuneforge.monitor.events import EventWriter
-from tuneforge.train.checkpoint import save_checkpoint
-from tuneforge.core.memory import current_memory_mb, peak_memory_mb
+from tuneforge.train.checkpoint import (
+    checkpoint_name,
+    checkpoint_step,
+    load_state_file,
+    load_weights,
+    newest_valid_checkpoint,
+    read_trainer_state,
+    remove_checkpoints_after,
+    remove_stale_staging,
+    save_checkpoint,
+    set_rng_state,
+    verify_checkpoint,
+)
+from tuneforge.train.monitor import Issue, MonitorSettings, TrainingMonitor
 from tuneforge.train.optim import build_optimizer, build_scheduler, default_warmup, plan_steps
+from tuneforge.train.signals import GracefulStop
+from tuneforge.train.state import TrainState, data_fingerprint
+
+# best_metric values where higher is better; the others are losses.
+HIGHER_IS_BETTER = {"validation_accuracy"}
 
 
 @dataclass
@@ -42,6 +64,16 @@ class TrainOutcome:
     best_validation_loss: float | None = None
     validation_history: list[dict[str, float]] = field(default_factory=list)
     peak_memory_mb: float = 0.0
+    best_metric: str | None = None  # the metric that picked the best checkpoint
+    best_metric_value: float | None = None
+    best_step: int | None = None
+    final_weights_step: int = 0  # the step whose weights the model holds at the end (best or last)
+    stopped_early: dict[str, Any] | None = None  # {"step", "reason"} when training ended before its plan
+    interrupted: str | None = None  # the signal that stopped training at a step boundary
+    checkpoint: str | None = None  # the newest checkpoint, relative to the run directory
+    resumed_from_step: int | None = None
+    rollbacks: int = 0
+    skipped_steps: int = 0
 
 
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
@@ -58,95 +90,376 @@ def fit(
     pad_token_id: int,
     save_weights: Callable[[Any, Path], None],
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    stop: GracefulStop | None = None,
+    monitor_settings: MonitorSettings | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place on ``train_set``; write step metrics, evaluations and checkpoints."""
-    device = next(model.parameters()).device.type
-    notify = on_event or (lambda event: None)
-    lengths = [len(item.input_ids) for item in train_set.items]
-    n_batches = math.ceil(len(lengths) / config.batch_size)
-    accumulation = config.gradient_accumulation_steps
-    steps_per_epoch, total_steps = plan_steps(n_batches, accumulation, config.epochs, config.max_steps)
-    warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total_steps)
-    optimizer = build_optimizer(model, config.resolved_learning_rate, config.weight_decay)
-    scheduler = build_scheduler(optimizer, config.lr_scheduler, warmup, total_steps)
-    examples_total = round(len(lengths) * total_steps / steps_per_epoch)
-    notify(events.emit("train.started", total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                       warmup_steps=warmup, examples=len(lengths), batch_size=config.batch_size,
-                       gradient_accumulation_steps=accumulation))
+    """Train ``model`` in place on ``train_set``; write step metrics, evaluations, issues and checkpoints.
 
-    outcome = TrainOutcome()
-    examples_seen = 0
-    step = 0
-    started = time.perf_counter()
-    model.train()
-    epoch = 0
-    while step < total_steps:
-        batches = epoch_batches(lengths, config.batch_size, config.seed, epoch)
-        for group_start in range(0, len(batches), accumulation):
-            if step >= total_steps:
-                break
-            group = batches[group_start : group_start + accumulation]
-            items = [[train_set.items[i] for i in indices] for indices in group]
-            group_tokens = sum(item.trained_tokens for batch in items for item in batch)
-            loss_sum, correct = 0.0, 0
-            for batch_items in items:
-                batch = collate_packed(batch_items) if config.packing else collate(batch_items, pad_token_id)
-                batch = _to_device(batch, device)
-                sums = label_loss_sums(model, batch)
-                (sums.loss_sum / group_tokens).backward()
-                loss_sum += float(sums.loss_sum.detach())
-                correct += sums.correct
-                outcome.processed_tokens += real_tokens(batch)
-            loss = loss_sum / group_tokens
-            if not math.isfinite(loss):
-                notify(events.emit("issue.detected", kind="nan_loss", severity="error", step=step + 1,
-                                   message="the training loss is not a finite number",
-                                   suggestion="lower --learning-rate, or check the data for empty or extreme examples"))
-                raise TrainingError(f"training stopped at step {step + 1}: the loss became {loss}; lower --learning-rate and try again")
-            grad_norm = _clip(model, config.max_grad_norm)
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            examples_seen += sum(len(batch) for batch in items)
-            outcome.trained_tokens += group_tokens
-            outcome.final_train_loss = loss
-            elapsed = time.perf_counter() - started - outcome.overhead_seconds
-            progress = epoch + min(1.0, (group_start + len(group)) / len(batches))
-            if step % config.logging_steps == 0 or step == total_steps:
-                notify(events.emit(
-                    "train.step", step=step, total_steps=total_steps, loss=loss, accuracy=correct / group_tokens,
-                    perplexity=perplexity(loss), learning_rate=learning_rate, grad_norm=grad_norm,
-                    epoch=round(progress, 4), examples={"processed": examples_seen, "total": examples_total},
-                    tokens_per_second=outcome.processed_tokens / max(elapsed, 1e-9),
-                    memory_mb=current_memory_mb(), elapsed_seconds=round(elapsed, 3),
-                ))
-            end_of_epoch = group_start + accumulation >= len(batches)
+    With ``config.resume`` the newest intact checkpoint in ``run_dir/checkpoints`` is restored first
+    (corrupt ones are skipped with a ``checkpoint.skipped`` event); without one, training starts over.
+
+    Raises:
+        TrainingError: the loss or gradients became non-finite under the ``stop`` policy.
+        CheckpointError: a checkpoint could not be written or does not belong to this run.
+    """
+    run = _Run(model, train_set, validation_set, config, run_dir, events, pad_token_id, save_weights,
+               on_event or (lambda event: None), monitor_settings)
+    rng = run.start()
+    with stop.deferring() if stop else nullcontext():
+        if rng is not None:
+            set_rng_state(rng)  # last, right before the first step: nothing may draw from the generators in between
+        ending = run.train(stop)
+        if ending == "interrupted" and stop is not None:
+            run.save_interrupted(stop)
+    if ending != "interrupted":
+        run.select_final_weights()
+    return run.finish()
+
+
+class _Run:
+    """The state of one call of ``fit``: model, optimizer, schedule, monitor and position."""
+
+    def __init__(self, model: Any, train_set: EncodedDataset, validation_set: EncodedDataset | None,
+                 config: FineTuningConfig, run_dir: Path, events: EventWriter, pad_token_id: int,
+                 save_weights: Callable[[Any, Path], None], notify: Callable[[dict[str, Any]], None],
+                 monitor_settings: MonitorSettings | None) -> None:
+        self.model, self.train_set, self.validation_set, self.config = model, train_set, validation_set, config
+        self.run_dir, self.events, self.pad_token_id, self.notify = run_dir, events, pad_token_id, notify
+        self.save_weights = save_weights
+        self.checkpoints_dir = run_dir / "checkpoints"
+        self.device = next(model.parameters()).device.type
+        self.lengths = [len(item.input_ids) for item in train_set.items]
+        self.n_batches = math.ceil(len(self.lengths) / config.batch_size)
+        self.accumulation = config.gradient_accumulation_steps
+        self.steps_per_epoch, self.total_steps = plan_steps(self.n_batches, self.accumulation, config.epochs, config.max_steps)
+        self.warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(self.total_steps)
+        self.optimizer = build_optimizer(model, config.resolved_learning_rate, config.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, config.lr_scheduler, self.warmup, self.total_steps)
+        self.monitor = TrainingMonitor(monitor_settings, self.warmup, self.total_steps)
+        self.actions = config.issue_actions
+        self.state = TrainState(total_steps=self.total_steps, data_fingerprint=data_fingerprint(
+            [(item.input_ids, item.labels) for item in train_set.items]))
+        self.outcome = TrainOutcome()
+        self.last_saved_step: int | None = None
+        self.clock_start = 0.0
+        self._batches: tuple[int, list[list[int]]] | None = None
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        event = self.events.emit(type_, **fields)
+        self.notify(event)
+        return event
+
+    # ------------------------------------------------------------------ start, resume, finish
+
+    def start(self) -> dict[str, Any] | None:
+        """Clean up after a killed save, resume if asked; return the RNG state to restore (None: fresh start)."""
+        for stale in remove_stale_staging(self.checkpoints_dir):
+            self.emit("checkpoint.cleaned", path=str(stale.relative_to(self.run_dir)),
+                      message="removed a checkpoint that was still being written when the run stopped")
+        rng = None
+        if self.config.resume:
+            path, skipped = newest_valid_checkpoint(self.checkpoints_dir)
+            for bad in skipped:
+                self.emit("checkpoint.skipped", path=str(bad.path.relative_to(self.run_dir)), problems=bad.problems,
+                          message=f"skipped corrupt checkpoint {bad.path.name}: {bad.problems[0]}")
+            if path is not None:
+                rng = self.restore(path)
+                self.outcome.resumed_from_step = self.state.step
+                self.last_saved_step = self.state.step
+            self.emit("train.resumed", step=self.state.step, checkpoint=str(path.relative_to(self.run_dir)) if path else None,
+                      message=f"resuming from {path.name}" if path else "no intact checkpoint: starting from the beginning")
+        self.emit("train.started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                  warmup_steps=self.warmup, examples=len(self.lengths), batch_size=self.config.batch_size,
+                  gradient_accumulation_steps=self.accumulation, start_step=self.state.step)
+        self.clock_start = time.perf_counter() - self.state.train_seconds
+        return rng
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        """Load weights, optimizer, schedule, trainer and monitor state from checkpoint ``path``; return its RNG state."""
+        saved = TrainState.from_dict(read_trainer_state(path))
+        if saved.total_steps and saved.total_steps != self.total_steps:
+            raise CheckpointError(f"{path} was written by a run of {saved.total_steps} steps, this one plans {self.total_steps}; "
+                                  "resume with the run's own settings (tuneforge resume RUN_DIR)")
+        if saved.data_fingerprint and saved.data_fingerprint != self.state.data_fingerprint:
+            raise CheckpointError(f"{path} was trained on other data than the data given now; resume needs the same "
+                                  "data files (and the same --seed, --max-length and splits)")
+        load_weights(self.model, path / "weights")
+        self.optimizer.load_state_dict(load_state_file(path / "optimizer.pt"))
+        self.scheduler.load_state_dict(load_state_file(path / "scheduler.pt"))
+        rng = load_state_file(path / "rng.pt")
+        self.state = saved
+        self.monitor.load_state_dict(saved.monitor)
+        return rng
+
+    def finish(self) -> TrainOutcome:
+        outcome, state = self.outcome, self.state
+        outcome.steps = state.step
+        outcome.epochs = round(min(self.config.epochs, state.step / self.steps_per_epoch), 4)
+        outcome.train_seconds = time.perf_counter() - self.clock_start
+        outcome.overhead_seconds = state.overhead_seconds
+        outcome.trained_tokens, outcome.processed_tokens = state.trained_tokens, state.processed_tokens
+        outcome.tokens_per_second = state.processed_tokens / max(outcome.train_seconds - state.overhead_seconds, 1e-9)
+        outcome.final_train_loss = state.final_train_loss
+        outcome.validation_history = state.validation_history
+        losses = [record["validation_loss"] for record in state.validation_history]
+        outcome.best_validation_loss = min(losses) if losses else None
+        if state.best_step is not None:
+            outcome.best_metric, outcome.best_metric_value, outcome.best_step = self.config.best_metric, state.best_value, state.best_step
+        if not outcome.final_weights_step:
+            outcome.final_weights_step = state.step
+        outcome.rollbacks, outcome.skipped_steps = state.rollbacks, state.skipped_steps
+        outcome.peak_memory_mb = peak_memory_mb()
+        return outcome
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, stop: GracefulStop | None) -> str:
+        """Run optimizer steps until the plan is done; return why it ended: done, stopped or interrupted."""
+        state, config = self.state, self.config
+        self.model.train()
+        while state.step < self.total_steps:
+            if stop is not None and stop.requested:
+                return "interrupted"
+            batches = self.epoch_order(state.epoch)
+            if state.batches_done_in_epoch >= len(batches):
+                state.epoch, state.batches_done_in_epoch = state.epoch + 1, 0
+                continue
+            group = batches[state.batches_done_in_epoch : state.batches_done_in_epoch + self.accumulation]
+            try:
+                issues = self.optimizer_step(group)
+            except _RolledBack:
+                state = self.state
+                continue
+            end_of_epoch = state.batches_done_in_epoch >= len(batches)
             pause = time.perf_counter()
-            if validation_set and validation_set.items and _due(config.evaluation_strategy, config.eval_steps, step, end_of_epoch, total_steps):
-                metrics = mean_label_loss(model, iter_eval_batches(validation_set.items, config.batch_size, pad_token_id))
-                record = {"step": step, "epoch": round(progress, 4), "validation_loss": metrics["loss"],
-                          "validation_accuracy": metrics["accuracy"], "validation_perplexity": metrics["perplexity"]}
-                outcome.validation_history.append(record)
-                best = outcome.best_validation_loss
-                outcome.best_validation_loss = metrics["loss"] if best is None else min(best, metrics["loss"])
-                notify(events.emit("eval.result", **record))
-            if _due(config.saving_strategy, config.save_steps, step, end_of_epoch, total_steps) and step < total_steps:
-                state = {"step": step, "epoch": epoch, "batches_done_in_epoch": group_start + len(group),
-                         "examples_seen": examples_seen, "trained_tokens": outcome.trained_tokens}
-                path = save_checkpoint(run_dir / "checkpoints", step, lambda out: save_weights(model, out),
-                                       optimizer, scheduler, state, config.save_total_limit)
-                notify(events.emit("checkpoint.saved", step=step, path=str(path.relative_to(run_dir))))
-            outcome.overhead_seconds += time.perf_counter() - pause
-        epoch += 1
+            ended_by = None
+            if self.validation_set and self.validation_set.items and _due(
+                config.evaluation_strategy, config.eval_steps, state.step, end_of_epoch, self.total_steps
+            ):
+                eval_issues, ended_by = self.evaluate(len(batches))
+                issues += eval_issues
+            decision = self.handle(issues)
+            if decision == "rollback":
+                state = self.state
+                state.overhead_seconds += time.perf_counter() - pause
+                continue
+            ended_by = ended_by or decision
+            saving_due = _due(config.saving_strategy, config.save_steps, state.step, end_of_epoch, self.total_steps)
+            best_now = config.final_weights == "best" and state.best_step == state.step
+            if (saving_due or best_now) and state.step < self.total_steps and ended_by is None:
+                self.save()
+            state.overhead_seconds += time.perf_counter() - pause
+            if ended_by is not None:
+                self.outcome.stopped_early = {"step": state.step, "reason": ended_by}
+                return "stopped"
+        if stop is not None and stop.requested:
+            return "interrupted"
+        return "done"
 
-    outcome.steps = step
-    outcome.epochs = round(min(config.epochs, step / steps_per_epoch), 4)
-    outcome.train_seconds = time.perf_counter() - started
-    outcome.tokens_per_second = outcome.processed_tokens / max(outcome.train_seconds - outcome.overhead_seconds, 1e-9)
-    outcome.peak_memory_mb = peak_memory_mb()
-    return outcome
+    def epoch_order(self, epoch: int) -> list[list[int]]:
+        if self._batches is None or self._batches[0] != epoch:
+            self._batches = (epoch, epoch_batches(self.lengths, self.config.batch_size, self.config.seed, epoch))
+        return self._batches[1]
+
+    def optimizer_step(self, group: list[list[int]]) -> list[Issue]:
+        """Forward, backward, checks, update for one accumulation group; return the monitor's issues."""
+        state, config = self.state, self.config
+        started = time.perf_counter()
+        items = [[self.train_set.items[i] for i in indices] for indices in group]
+        group_tokens = sum(item.trained_tokens for batch in items for item in batch)
+        loss_sum, correct, processed = 0.0, 0, 0
+        for batch_items in items:
+            batch = collate_packed(batch_items) if config.packing else collate(batch_items, self.pad_token_id)
+            batch = _to_device(batch, self.device)
+            sums = label_loss_sums(self.model, batch)
+            (sums.loss_sum / group_tokens).backward()
+            loss_sum += float(sums.loss_sum.detach())
+            correct += sums.correct
+            processed += real_tokens(batch)
+        loss = loss_sum / group_tokens
+        grad_norm = _clip(self.model, config.max_grad_norm)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        step = state.step + 1
+        skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
+        if skipped:  # never apply a non-finite update; the policy decides whether the run goes on
+            self.optimizer.zero_grad(set_to_none=True)
+            issue = self.monitor.detect_issues({"step": step, "loss": loss, "grad_norm": grad_norm})[0]
+            self.on_non_finite(issue, bool(self.monitor.report([issue])), loss, grad_norm)
+            state.skipped_steps += 1
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        state.step = step
+        state.batches_done_in_epoch += len(group)
+        state.examples_seen += sum(len(batch) for batch in items)
+        state.trained_tokens += group_tokens
+        state.processed_tokens += processed
+        state.final_train_loss = loss
+        step_seconds = time.perf_counter() - started
+        elapsed = time.perf_counter() - self.clock_start - state.overhead_seconds
+        state.train_seconds = time.perf_counter() - self.clock_start
+        batches = self.epoch_order(state.epoch)
+        metrics: dict[str, Any] = {
+            "step": step, "total_steps": self.total_steps, "loss": loss, "accuracy": correct / group_tokens,
+            "perplexity": perplexity(loss) if math.isfinite(loss) else float("nan"), "learning_rate": learning_rate,
+            "grad_norm": grad_norm, "epoch": round(state.epoch + min(1.0, state.batches_done_in_epoch / len(batches)), 4),
+            "examples": {"processed": state.examples_seen, "total": round(len(self.lengths) * self.total_steps / self.steps_per_epoch)},
+            "tokens_per_second": state.processed_tokens / max(elapsed, 1e-9),
+            "step_tokens_per_second": processed / max(step_seconds, 1e-9),
+            "memory_mb": current_memory_mb(), "elapsed_seconds": round(elapsed, 3),
+        }
+        if self.device == "cuda":
+            metrics["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 1e6, 1)
+        if skipped:
+            metrics["skipped"] = True
+        if step % config.logging_steps == 0 or step == self.total_steps or skipped:
+            self.emit("train.step", **metrics)
+        return [] if skipped else self.monitor.track_metrics(metrics)
+
+    def on_non_finite(self, issue: Issue, fresh: bool, loss: float, grad_norm: float) -> None:
+        """Apply the policy for a non-finite loss or gradient (the update was not applied)."""
+        action = self.actions.get(issue.kind, "stop")
+        issue.action = "warn" if action == "ignore" else action
+        if action in ("stop", "rollback") or (fresh and action == "warn"):
+            self.emit("issue.detected", **issue.to_dict())
+        if action == "rollback" and self.rollback(issue):
+            raise _RolledBack()
+        if action in ("stop", "rollback"):
+            newest = newest_valid_checkpoint(self.checkpoints_dir)[0]
+            kept = f"; the last good checkpoint is {newest.name}" if newest else ""
+            what = f"the loss became {loss}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm}"
+            raise TrainingError(f"training stopped at step {issue.step}: {what}{kept}; lower --learning-rate and try again")
+
+    def evaluate(self, n_batches: int) -> tuple[list[Issue], str | None]:
+        """Validation loss; track the best checkpoint; early stopping. Returns (issues, reason to stop or None)."""
+        state, config = self.state, self.config
+        metrics = mean_label_loss(self.model, iter_eval_batches(self.validation_set.items, config.batch_size, self.pad_token_id))
+        record = {"step": state.step, "epoch": round(state.epoch + min(1.0, state.batches_done_in_epoch / n_batches), 4),
+                  "validation_loss": metrics["loss"], "validation_accuracy": metrics["accuracy"],
+                  "validation_perplexity": metrics["perplexity"]}
+        state.validation_history.append(record)
+        value = record[config.best_metric]
+        sign = -1.0 if config.best_metric in HIGHER_IS_BETTER else 1.0
+        previous = state.best_value
+        if previous is None or sign * value < sign * previous:
+            state.best_value, state.best_step = value, state.step
+        if previous is None or sign * (previous - value) > config.early_stopping_min_delta:
+            state.evals_without_improvement = 0
+        else:
+            state.evals_without_improvement += 1
+        self.emit("eval.result", **record, best_step=state.best_step, best_value=state.best_value,
+                  evals_without_improvement=state.evals_without_improvement)
+        issues = self.monitor.track_metrics(record)
+        if config.early_stopping and state.evals_without_improvement >= config.early_stopping_patience:
+            self.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
+                      best_step=state.best_step, patience=config.early_stopping_patience,
+                      message=f"{config.best_metric} has not improved by more than {config.early_stopping_min_delta} for "
+                              f"{state.evals_without_improvement} evaluations; the best was {state.best_value:.4g} at step {state.best_step}")
+            return issues, "early_stopping"
+        return issues, None
+
+    # ------------------------------------------------------------------ issue policies
+
+    def handle(self, issues: list[Issue]) -> str | None:
+        """Report ``issues`` and apply their policies. Returns "rollback", a reason to stop, or None."""
+        decision: str | None = None
+        for issue in issues:
+            action = self.actions.get(issue.kind, "warn")
+            if action == "ignore":
+                continue
+            if action == "rollback" and decision is None:
+                issue.action = "rollback"
+                self.emit("issue.detected", **issue.to_dict())
+                if self.rollback(issue):
+                    return "rollback"
+                decision = issue.kind  # nothing to roll back to: stop instead
+                continue
+            issue.action = action
+            self.emit("issue.detected", **issue.to_dict())
+            if action == "stop" and decision is None:
+                decision = issue.kind
+        return decision
+
+    def rollback(self, issue: Issue) -> bool:
+        """Go back to the newest intact checkpoint from before ``issue`` began, with a lower learning rate."""
+        state, config = self.state, self.config
+        if state.rollbacks >= config.max_rollbacks:
+            self.emit("train.rollback_refused", step=issue.step, reason=issue.kind,
+                      message=f"already rolled back {state.rollbacks} times (--max-rollbacks); stopping instead")
+            return False
+        limit = issue.since_step if issue.since_step is not None else issue.step - 1
+        path, _ = newest_valid_checkpoint(self.checkpoints_dir, before_step=limit + 1)
+        if path is None:
+            self.emit("train.rollback_refused", step=issue.step, reason=issue.kind,
+                      message=f"no intact checkpoint from step {limit} or before to roll back to; stopping instead "
+                              "(a smaller --save-steps leaves more points to roll back to)")
+            return False
+        scale, rollbacks, skipped = state.lr_scale * config.rollback_lr_factor, state.rollbacks + 1, state.skipped_steps
+        rng = self.restore(path)
+        ratio = scale / self.state.lr_scale
+        self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        self.state.lr_scale, self.state.rollbacks, self.state.skipped_steps = scale, rollbacks, skipped
+        remove_checkpoints_after(self.checkpoints_dir, self.state.step)
+        self.last_saved_step = self.state.step
+        set_rng_state(rng)
+        self.emit("train.rollback", from_step=issue.step, to_step=self.state.step, reason=issue.kind,
+                  learning_rate_scale=scale, checkpoint=str(path.relative_to(self.run_dir)),
+                  message=f"rolled back from step {issue.step} to {path.name} after {issue.kind}; "
+                          f"learning rate now x{scale:g}")
+        return True
+
+    # ------------------------------------------------------------------ checkpoints and the final weights
+
+    def save(self) -> Path:
+        state = self.state
+        state.monitor = self.monitor.state_dict()
+        state.train_seconds = time.perf_counter() - self.clock_start
+        keep = {state.best_step} if state.best_step is not None and self.config.final_weights == "best" else set()
+        path = save_checkpoint(self.checkpoints_dir, state.step, lambda out: self.save_weights(self.model, out),
+                               self.optimizer, self.scheduler, state.to_dict(), self.config.save_total_limit, keep)
+        self.last_saved_step = state.step
+        self.outcome.checkpoint = str(path.relative_to(self.run_dir))
+        self.emit("checkpoint.saved", step=state.step, path=self.outcome.checkpoint, best=state.best_step == state.step)
+        return path
+
+    def save_interrupted(self, stop: GracefulStop) -> None:
+        """A signal asked to stop: checkpoint this step boundary (unless just saved) so resume loses nothing."""
+        if self.state.step > 0 and self.last_saved_step != self.state.step:
+            pause = time.perf_counter()
+            self.save()
+            self.state.overhead_seconds += time.perf_counter() - pause
+        elif self.last_saved_step == self.state.step and self.state.step > 0:
+            self.outcome.checkpoint = f"checkpoints/{checkpoint_name(self.state.step)}"
+        stop.acknowledge()
+        self.outcome.interrupted = stop.signal_name
+        self.emit("train.interrupted", step=self.state.step, signal=stop.signal_name, checkpoint=self.outcome.checkpoint)
+
+    def select_final_weights(self) -> None:
+        """With ``final_weights: best``, load the best checkpoint's weights when it is not the last step."""
+        state = self.state
+        self.outcome.final_weights_step = state.step
+        if self.config.final_weights != "best" or state.best_step is None or state.best_step == state.step:
+            return
+        path = self.checkpoints_dir / checkpoint_name(state.best_step)
+        problems = verify_checkpoint(path) if path.is_dir() else [f"{path} is missing"]
+        if problems:
+            self.emit("train.best_unavailable", step=state.best_step, problems=problems,
+                      message=f"the best checkpoint ({path.name}) is not intact; keeping the last step's weights")
+            return
+        load_weights(self.model, path / "weights")
+        self.outcome.final_weights_step = checkpoint_step(path)
+        self.emit("train.best_selected", step=state.best_step, metric=self.config.best_metric, value=state.best_value,
+                  last_step=state.step, message=f"using the weights of step {state.best_step} "
+                  f"({self.config.best_metric} {state.best_value:.4g}) rather than the last step's")
+
+
+class _RolledBack(Exception):
+    """Raised inside ``optimizer_step`` when a non-finite step was rolled back."""
 
 
 def _due(strategy: str, every: int, step: int, end_of_epoch: bool, total_steps: int) -> bool:

@@ -1,0 +1,420 @@
+"""``TrainingMonitor``: watches the metrics of a run as it trains and names what goes wrong.
+
+``track_metrics`` takes each step's metrics (loss, gradient norm, learning rate, step throughput,
+memory) and each evaluation's, keeps a short history, and returns the issues ``detect_issues`` finds:
+
+=====================  ========  =========================================================================
+kind                   severity  detected when
+=====================  ========  =========================================================================
+nan_loss               error     the loss is NaN or infinite
+nan_gradient           error     the loss is finite but the gradient norm is not
+loss_spike             warning   a loss far above the recent ones (robust z-score over a trailing window)
+divergence             error     the loss trends upwards, well above the best it reached
+exploding_gradients    warning   a gradient norm many times the recent median
+overfitting            warning   validation loss rose for k evaluations in a row while training loss fell
+plateau                info      the training loss stopped improving while the learning rate is still high
+lr_too_high            warning   early on, the loss climbs above where it started
+lr_too_low             info      after the warm-up, the loss has hardly moved from where it started
+throughput_drop        warning   tokens per second fell to a fraction of what the run had been doing
+memory_creep           warning   memory grows step after step (a leak)
+=====================  ========  =========================================================================
+
+Every issue carries the step, a plain-language explanation with the numbers that triggered it and
+a suggested fix. The monitor only observes; what to do about an issue (warn, stop, roll back) is
+the training loop's policy. Its state is plain data, saved in checkpoints so a resumed run keeps
+watching with the same history. No torch here: it runs on numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Mapping
+
+Severity = Literal["info", "warning", "error"]
+
+SEVERITY: dict[str, Severity] = {
+    "nan_loss": "error", "nan_gradient": "error", "loss_spike": "warning", "divergence": "error",
+    "exploding_gradients": "warning", "overfitting": "warning", "plateau": "info", "lr_too_high": "warning",
+    "lr_too_low": "info", "throughput_drop": "warning", "memory_creep": "warning",
+}
+# Reported at most once per run; the others at most once per ``cooldown_steps``.
+ONCE = {"lr_too_high", "lr_too_low", "plateau", "memory_creep", "overfitting"}
+
+
+@dataclass
+class Issue:
+    """One detected problem: what, when, why it matters and what to try."""
+
+    kind: str
+    step: int
+    message: str
+    suggestion: str
+    severity: Severity = "warning"
+    evidence: dict[str, float] = field(default_factory=dict)
+    since_step: int | None = None  # where the trouble began, when that is earlier than ``step``
+    action: str = "warn"  # what the run did about it: warn, stop, rollback (set by the loop's policy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MonitorSettings:
+    """Thresholds of the detectors. The defaults are deliberately conservative: a false alarm costs trust."""
+
+    window: int = 20  # trailing steps for robust statistics
+    min_history: int = 8  # steps before spike and gradient checks start
+    spike_z: float = 6.0  # robust z-score (median / MAD) of a spike
+    spike_ratio: float = 1.3  # ... and at least this many times the trailing median
+    divergence_ratio: float = 1.3  # smoothed loss this many times its best, and rising
+    gradient_ratio: float = 10.0  # gradient norm this many times the trailing median
+    overfitting_evals: int = 2  # consecutive rising validation losses
+    plateau_steps: int = 60  # steps without a 1% improvement of the smoothed loss
+    plateau_min_lr_fraction: float = 0.2  # no plateau alarm once the schedule has decayed below this
+    lr_high_ratio: float = 1.15  # smoothed loss this many times its start, early in training
+    lr_low_steps: int = 30  # steps after the warm-up before judging a learning rate too low
+    lr_low_improvement: float = 0.02  # ... by less than this relative improvement
+    throughput_ratio: float = 0.25  # recent tokens/s below this fraction of the run's median
+    memory_growth_mb: float = 512.0  # growth that counts as creep (and at least memory_growth_ratio)
+    memory_growth_ratio: float = 0.25
+    cooldown_steps: int = 25
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope of ``values`` against their index."""
+    n = len(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    denominator = sum((i - mean_x) ** 2 for i in range(n))
+    return sum((i - mean_x) * (y - mean_y) for i, y in enumerate(values)) / denominator if denominator else 0.0
+
+
+class TrainingMonitor:
+    """Health checks over the metric stream of one run.
+
+    Args:
+        settings: detector thresholds.
+        warmup_steps: steps of learning-rate warm-up (no learning-rate verdicts before it ends).
+        total_steps: planned optimizer steps.
+    """
+
+    def __init__(self, settings: MonitorSettings | None = None, warmup_steps: int = 0, total_steps: int = 0) -> None:
+        self.settings = settings or MonitorSettings()
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        keep = max(self.settings.window, 10) * 3
+        self.losses: deque[float] = deque(maxlen=keep)
+        self.grad_norms: deque[float] = deque(maxlen=keep)
+        self.throughputs: deque[float] = deque(maxlen=keep)
+        self.memory: deque[float] = deque(maxlen=keep)
+        self.first_losses: list[float] = []  # the first few losses: where training started
+        self.best_smoothed: float | None = None  # lowest median of 5 consecutive losses
+        self.best_smoothed_step = 0
+        self.best_level: float | None = None  # lowest mean of 10 consecutive losses, by at least 1%
+        self.best_level_step = 0
+        self.peak_learning_rate = 0.0
+        self.memory_baseline: float | None = None
+        self.evaluations: list[dict[str, float]] = []  # {step, validation_loss, train_loss}
+        self.train_loss_sum, self.train_loss_count = 0.0, 0  # since the last evaluation
+        self.reported: dict[str, int] = {}  # kind -> last step reported
+        self.issues: list[Issue] = []
+
+    # ------------------------------------------------------------------ the public vocabulary
+
+    def track_metrics(self, metrics: Mapping[str, Any]) -> list[Issue]:
+        """Record one step's metrics (``loss``…) or one evaluation's (``validation_loss``); return new issues."""
+        issues = self.detect_issues(metrics)
+        if "validation_loss" in metrics:
+            self._record_evaluation(metrics)
+        elif _finite(metrics.get("loss")) and (metrics.get("grad_norm") is None or _finite(metrics.get("grad_norm"))):
+            self._record_step(metrics)
+        return self.report(issues)
+
+    def detect_issues(self, metrics: Mapping[str, Any]) -> list[Issue]:
+        """The issues ``metrics`` shows against the history so far (nothing is recorded)."""
+        step = int(metrics.get("step", 0))
+        if "validation_loss" in metrics:
+            return [issue for issue in [self._overfitting(step, metrics)] if issue]
+        non_finite = self._non_finite(step, metrics)
+        if non_finite:
+            return [non_finite]
+        checks = (self._loss_spike, self._divergence, self._exploding_gradients, self._plateau, self._lr_too_high,
+                  self._lr_too_low, self._throughput_drop, self._memory_creep)
+        return [issue for check in checks if (issue := check(step, metrics))]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (lists, numbers) to store in a checkpoint."""
+        return {
+            "losses": list(self.losses), "grad_norms": list(self.grad_norms), "throughputs": list(self.throughputs),
+            "memory": list(self.memory), "first_losses": self.first_losses, "best_smoothed": self.best_smoothed,
+            "best_smoothed_step": self.best_smoothed_step, "best_level": self.best_level,
+            "best_level_step": self.best_level_step, "peak_learning_rate": self.peak_learning_rate,
+            "memory_baseline": self.memory_baseline, "evaluations": self.evaluations,
+            "train_loss_sum": self.train_loss_sum, "train_loss_count": self.train_loss_count, "reported": self.reported,
+            "issues": [issue.to_dict() for issue in self.issues],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name in ("losses", "grad_norms", "throughputs", "memory"):
+            target: deque[float] = getattr(self, name)
+            target.clear()
+            target.extend(state.get(name, []))
+        self.first_losses = list(state.get("first_losses", []))
+        self.best_smoothed = state.get("best_smoothed")
+        self.best_smoothed_step = int(state.get("best_smoothed_step", 0))
+        self.best_level = state.get("best_level")
+        self.best_level_step = int(state.get("best_level_step", 0))
+        self.peak_learning_rate = float(state.get("peak_learning_rate", 0.0))
+        self.memory_baseline = state.get("memory_baseline")
+        self.evaluations = list(state.get("evaluations", []))
+        self.train_loss_sum = float(state.get("train_loss_sum", 0.0))
+        self.train_loss_count = int(state.get("train_loss_count", 0))
+        self.reported = {str(k): int(v) for k, v in state.get("reported", {}).items()}
+        names = {f.name for f in fields(Issue)}
+        self.issues = [Issue(**{k: v for k, v in item.items() if k in names}) for item in state.get("issues", [])]
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _record_step(self, metrics: Mapping[str, Any]) -> None:
+        loss = float(metrics["loss"])
+        self.losses.append(loss)
+        if len(self.first_losses) < 3:
+            self.first_losses.append(loss)
+        self.train_loss_sum += loss
+        self.train_loss_count += 1
+        if _finite(metrics.get("grad_norm")):
+            self.grad_norms.append(float(metrics["grad_norm"]))
+        if _finite(metrics.get("learning_rate")):
+            self.peak_learning_rate = max(self.peak_learning_rate, float(metrics["learning_rate"]))
+        if _finite(metrics.get("step_tokens_per_second")):
+            self.throughputs.append(float(metrics["step_tokens_per_second"]))
+        memory = metrics.get("gpu_memory_mb", metrics.get("memory_mb"))
+        if _finite(memory):
+            self.memory.append(float(memory))
+            if self.memory_baseline is None and len(self.memory) >= self.settings.window:
+                # Allocators warm up over the first steps: growth is measured from the run's settled level.
+                self.memory_baseline = min(self.memory)
+        step = int(metrics.get("step", 0))
+        smoothed = self._smoothed()
+        if smoothed is not None and (self.best_smoothed is None or smoothed < self.best_smoothed):
+            self.best_smoothed, self.best_smoothed_step = smoothed, step
+        if len(self.losses) >= 10:
+            level = sum(list(self.losses)[-10:]) / 10  # the plateau's yardstick: a mean over 10 steps, steadier than 5
+            if self.best_level is None or level < self.best_level * 0.99:
+                self.best_level, self.best_level_step = level, step
+
+    def _record_evaluation(self, metrics: Mapping[str, Any]) -> None:
+        train_loss = self.train_loss_sum / self.train_loss_count if self.train_loss_count else float("nan")
+        self.evaluations.append({"step": int(metrics.get("step", 0)), "validation_loss": float(metrics["validation_loss"]),
+                                 "train_loss": train_loss})
+        self.train_loss_sum, self.train_loss_count = 0.0, 0
+
+    def report(self, issues: list[Issue]) -> list[Issue]:
+        """Drop repeats (once-per-run kinds, and any kind within its cool-down); remember the rest."""
+        fresh = []
+        for issue in issues:
+            last = self.reported.get(issue.kind)
+            if last is not None and (issue.kind in ONCE or issue.step - last < self.settings.cooldown_steps):
+                continue
+            self.reported[issue.kind] = issue.step
+            self.issues.append(issue)
+            fresh.append(issue)
+        return fresh
+
+    def _smoothed(self, n: int = 5) -> float | None:
+        """Median of the last ``n`` losses: a level that one odd batch does not move."""
+        if len(self.losses) < n:
+            return None
+        return statistics.median(list(self.losses)[-n:])
+
+    def _issue(self, kind: str, step: int, message: str, suggestion: str, **evidence: Any) -> Issue:
+        since = evidence.pop("since_step", None)
+        clean = {key: round(float(value), 6) for key, value in evidence.items() if _finite(value)}
+        return Issue(kind, step, message, suggestion, SEVERITY[kind], clean, since)
+
+    # ------------------------------------------------------------------ the detectors
+
+    def _non_finite(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        loss, grad_norm = metrics.get("loss"), metrics.get("grad_norm")
+        if not _finite(loss):
+            return self._issue("nan_loss", step, f"the training loss is {loss}, not a finite number",
+                               "lower --learning-rate (try 3-10x lower), keep --max-grad-norm on, and check the data for "
+                               "empty or extreme examples")
+        if grad_norm is not None and not _finite(grad_norm):
+            return self._issue("nan_gradient", step, f"the gradient norm is {grad_norm} although the loss ({loss:.4g}) is finite",
+                               "lower --learning-rate; if it persists, train in fp32 and look for extreme examples")
+        return None
+
+    def _loss_spike(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        if len(self.losses) < s.min_history:
+            return None
+        recent = list(self.losses)[-s.window:]
+        median = statistics.median(recent)
+        spread = 1.4826 * statistics.median(abs(x - median) for x in recent)
+        loss = float(metrics["loss"])
+        z = (loss - median) / max(spread, 0.01 * abs(median), 1e-8)
+        if z > s.spike_z and loss > s.spike_ratio * median:
+            return self._issue("loss_spike", step,
+                               f"the loss jumped to {loss:.4g}, {loss / median:.1f}x the recent median of {median:.4g} "
+                               f"(robust z-score {z:.0f})",
+                               "a single odd batch is harmless; repeated spikes mean the learning rate is too high: "
+                               "lower --learning-rate or --max-grad-norm, or check this step's examples",
+                               loss=loss, median=median, z_score=z)
+        return None
+
+    def _divergence(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        if len(self.losses) + 1 < s.window or self.best_smoothed is None:
+            return None
+        recent = list(self.losses)[-(s.window - 1):] + [float(metrics["loss"])]
+        smoothed = statistics.median(recent[-5:])
+        half = len(recent) // 2
+        earlier, later = statistics.median(recent[:half]), statistics.median(recent[half:])
+        slope = _slope(recent)
+        # Medians, not means: a single spike is loss_spike's business, a trend is this one's.
+        if smoothed > s.divergence_ratio * self.best_smoothed and later > earlier * 1.1 and slope > 0:
+            return self._issue("divergence", step,
+                               f"the loss is rising: its recent average {smoothed:.4g} is {smoothed / self.best_smoothed:.1f}x "
+                               f"the best it reached ({self.best_smoothed:.4g} at step {self.best_smoothed_step})",
+                               "training is diverging: lower --learning-rate (3-10x), or roll back with "
+                               "--on-issue divergence=rollback",
+                               smoothed_loss=smoothed, best_smoothed_loss=self.best_smoothed, slope_per_step=slope,
+                               since_step=self.best_smoothed_step)
+        return None
+
+    def _exploding_gradients(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        norm = metrics.get("grad_norm")
+        if not _finite(norm) or len(self.grad_norms) < s.min_history:
+            return None
+        median = statistics.median(list(self.grad_norms)[-s.window:])
+        if median > 0 and norm > s.gradient_ratio * median:
+            return self._issue("exploding_gradients", step,
+                               f"the gradient norm reached {norm:.4g}, {norm / median:.0f}x its recent median of {median:.4g}",
+                               "keep gradient clipping on (--max-grad-norm 1.0) and lower --learning-rate",
+                               grad_norm=norm, median_grad_norm=median)
+        return None
+
+    def _overfitting(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        k = self.settings.overfitting_evals
+        train_now = self.train_loss_sum / self.train_loss_count if self.train_loss_count else float("nan")
+        history = self.evaluations[-k:] + [{"step": step, "validation_loss": float(metrics["validation_loss"]), "train_loss": train_now}]
+        if len(history) < k + 1:
+            return None
+        validation = [h["validation_loss"] for h in history]
+        train = [h["train_loss"] for h in history]
+        rising = all(b > a for a, b in zip(validation, validation[1:]))
+        finite_train = [t for t in train if _finite(t)]
+        falling = _finite(train[-1]) and len(finite_train) >= 2 and finite_train[-1] < finite_train[0]
+        if rising and falling:
+            return self._issue("overfitting", step,
+                               f"validation loss rose for {k} evaluations in a row ({validation[0]:.4g} -> {validation[-1]:.4g}) "
+                               f"while the training loss kept falling (to {train[-1]:.4g}): the model is memorising the training set",
+                               "use the best checkpoint (the default --final-weights best), train fewer --epochs, turn on "
+                               "--early-stopping, or add data; a lower --learning-rate or --lora-r also helps",
+                               validation_loss=validation[-1], best_validation_loss=min(validation), train_loss=train[-1],
+                               since_step=int(history[0]["step"]))
+        return None
+
+    def _plateau(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        if self.best_level is None or step - self.best_level_step < s.plateau_steps or step <= self.warmup_steps:
+            return None
+        learning_rate = metrics.get("learning_rate")
+        if _finite(learning_rate) and learning_rate < s.plateau_min_lr_fraction * self.peak_learning_rate:
+            return None  # a decayed schedule flattens the loss on purpose
+        start = sum(self.first_losses) / len(self.first_losses) if self.first_losses else None
+        if start is None or self.best_level > (1 - s.lr_low_improvement) * start:
+            return None  # it never improved: that is lr_too_low's verdict, not a plateau
+        waited = step - self.best_level_step
+        return self._issue("plateau", step,
+                           f"the training loss has not improved by 1% for {waited} steps "
+                           f"(its 10-step average was {self.best_level:.4g} at step {self.best_level_step})",
+                           "more steps at this setting won't help: stop here (--early-stopping), lower --learning-rate "
+                           "to settle, or raise capacity (--lora-r) if the loss is still high",
+                           best_average_loss=self.best_level, steps_without_improvement=waited)
+
+    def _lr_too_high(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        if len(self.first_losses) < 3 or len(self.losses) < s.min_history:
+            return None
+        early = self.total_steps <= 0 or step <= max(s.window * 2, self.warmup_steps + s.window, self.total_steps // 3)
+        if not early:
+            return None
+        untrained = self.first_losses[0]  # step 1's loss is measured before any update
+        start = statistics.median(self.first_losses)
+        loss = float(metrics["loss"])
+        smoothed = statistics.median(list(self.losses)[-4:] + [loss])
+        blowups = sum(1 for value in list(self.losses) + [loss] if value > 1.5 * untrained)
+        if smoothed > s.lr_high_ratio * start or blowups >= 2:
+            learning_rate = metrics.get("learning_rate")
+            advice = f" (e.g. {float(learning_rate) / 5:.1e})" if _finite(learning_rate) else ""
+            what = (f"the loss climbed to {smoothed:.4g}, above where it started ({start:.4g})" if smoothed > s.lr_high_ratio * start
+                    else f"the loss jumped above 1.5x its untrained value ({untrained:.4g}) {blowups} times")
+            return self._issue("lr_too_high", step, f"early in training {what}: the learning rate looks too high",
+                               f"lower --learning-rate 3-10x{advice}, or use more --warmup-steps",
+                               smoothed_loss=smoothed, start_loss=start, untrained_loss=untrained, blowups=blowups,
+                               learning_rate=learning_rate)
+        return None
+
+    def _lr_too_low(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        if step < self.warmup_steps + s.lr_low_steps or len(self.first_losses) < 3 or len(self.losses) < 5:
+            return None
+        start = sum(self.first_losses) / len(self.first_losses)
+        smoothed = statistics.median(list(self.losses)[-4:] + [float(metrics["loss"])])
+        improvement = (start - smoothed) / max(abs(start), 1e-8)
+        if -0.05 < improvement < s.lr_low_improvement:  # flat; a loss well above its start is lr_too_high's
+            learning_rate = metrics.get("learning_rate")
+            advice = f" (e.g. {float(learning_rate) * 5:.1e})" if _finite(learning_rate) else ""
+            return self._issue("lr_too_low", step,
+                               f"after {step} steps the loss ({smoothed:.4g}) has moved only {improvement:.1%} from where it "
+                               f"started ({start:.4g}): the learning rate looks too low",
+                               f"raise --learning-rate 3-10x{advice}",
+                               smoothed_loss=smoothed, start_loss=start, learning_rate=learning_rate)
+        return None
+
+    def _throughput_drop(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        now = metrics.get("step_tokens_per_second")
+        if not _finite(now) or len(self.throughputs) < s.min_history + 4:
+            return None
+        history = list(self.throughputs)
+        recent = history[-4:] + [float(now)]  # five steps in a row: one slow step (a GC pause, a neighbour) is not a collapse
+        baseline = statistics.median(history[1:-4])  # the first step pays one-off costs
+        current = statistics.median(recent)
+        if baseline > 0 and current < s.throughput_ratio * baseline:
+            return self._issue("throughput_drop", step,
+                               f"throughput fell to {current:.0f} tokens/s from a typical {baseline:.0f} "
+                               f"({current / baseline:.0%})",
+                               "something else is using the CPU/GPU, the machine is swapping (see memory) or throttling; "
+                               "close other jobs or lower --batch-size",
+                               tokens_per_second=current, typical_tokens_per_second=baseline)
+        return None
+
+    def _memory_creep(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
+        s = self.settings
+        now = metrics.get("gpu_memory_mb", metrics.get("memory_mb"))
+        if not _finite(now) or self.memory_baseline is None:
+            return None
+        history = list(self.memory)
+        recent = history[-(s.window - 1):] + [float(now)]
+        rises = sum(1 for a, b in zip(recent, recent[1:]) if b > a)
+        growth = float(now) - self.memory_baseline
+        if growth > max(s.memory_growth_mb, s.memory_growth_ratio * self.memory_baseline) and rises >= 0.7 * (len(recent) - 1):
+            return self._issue("memory_creep", step,
+                               f"memory grew by {growth:.0f} MB to {now:.0f} MB and rose in {rises} of the last "
+                               f"{len(recent) - 1} steps: something is holding on to memory",
+                               "a callback or hook may keep tensors alive; lower --batch-size or --max-length if the run "
+                               "nears the memory limit",
+                               memory_mb=now, baseline_memory_mb=self.memory_baseline, growth_mb=growth)
+        return None
