@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 
 from tuneforge.core.errors import CheckpointError
 from tuneforge.core.paths import fsync_dir, publish_directory
@@ -115,7 +116,7 @@ def save_checkpoint(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: the commit marker
         publish_directory(staging, final)
-    except OSError as error:
+    except (OSError, RuntimeError, SafetensorError) as error:  # torch and safetensors report a full disk in their own types
         raise CheckpointError(_write_failure(checkpoints_dir, step, error)) from None
     finally:
         if staging is not None:
@@ -130,12 +131,26 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def _write_failure(checkpoints_dir: Path, step: int, error: OSError) -> str:
+def _write_failure(checkpoints_dir: Path, step: int, error: Exception) -> str:
     newest = [p.name for p in list_checkpoints(checkpoints_dir)]
     kept = f"the earlier checkpoints are intact (newest: {newest[-1]})" if newest else "no earlier checkpoint exists"
-    cause = "the disk is full" if error.errno in _NO_SPACE else "the file system refused the write"
-    return (f"could not write checkpoint {checkpoint_name(step)} in {checkpoints_dir}: {cause} ({error.strerror or error}); "
+    text = (getattr(error, "strerror", None) or str(error)).splitlines()[0] if str(error) else type(error).__name__
+    if not _disk_full(checkpoints_dir, error):
+        return (f"could not write checkpoint {checkpoint_name(step)} in {checkpoints_dir}: {text}; {kept}. "
+                f"Fix the cause, then continue with: tuneforge resume {checkpoints_dir.parent}")
+    if "No space left on device" not in text:
+        text = f"No space left on device: {text}"
+    return (f"could not write checkpoint {checkpoint_name(step)} in {checkpoints_dir}: the disk is full ({text}); "
             f"{kept}. Free some space, then continue with: tuneforge resume {checkpoints_dir.parent}")
+
+
+def _disk_full(directory: Path, error: Exception) -> bool:
+    if getattr(error, "errno", None) in _NO_SPACE or "No space left" in str(error) or "os error 28" in str(error):
+        return True
+    try:  # torch's zip writer says only "file write failed": look at the disk itself
+        return shutil.disk_usage(directory).free < 1 << 20
+    except OSError:
+        return False
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
