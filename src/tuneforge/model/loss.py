@@ -1,9 +1,11 @@
 """The causal language-model loss, computed only where there are labels.
 
 The body runs once; the vocabulary projection (``lm_head``) runs only on positions that carry a
-label, so prompt tokens cost no ``lm_head`` work. When there are many labelled positions the
-projection runs in chunks that are recomputed in the backward pass, so at most one chunk of
-logits (rows × vocabulary) is alive at a time.
+label, so prompt tokens cost no ``lm_head`` work. Projection and cross-entropy are fused
+(``LinearCrossEntropy``): chunk by chunk, the logits, their log-sum-exp, the loss and the gradient
+with respect to the hidden states (softmax − one-hot, times the head) are computed in the forward
+pass, and only that n × hidden gradient is kept. So one chunk of logits (rows × vocabulary) is
+alive at a time, nothing is recomputed, and the backward pass only scales the stored gradient.
 """
 
 from __future__ import annotations
@@ -14,12 +16,54 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from tuneforge.model.adapters import decoder_and_head
 
 IGNORE_INDEX = -100
-LOGITS_CHUNK_ROWS = 2048
+LOGITS_CHUNK_ROWS = 1024
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``rows @ weight.T`` against ``targets``, without keeping logits.
+
+    Returns (loss_sum, correct) where ``correct`` counts argmax hits (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        need_rows, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_rows = torch.empty_like(rows) if need_rows else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
+        loss = torch.zeros((), dtype=torch.float32, device=rows.device)
+        correct = torch.zeros((), dtype=torch.long, device=rows.device)
+        for start in range(0, rows.shape[0], LOGITS_CHUNK_ROWS):
+            chunk = rows[start : start + LOGITS_CHUNK_ROWS]
+            wanted = targets[start : start + LOGITS_CHUNK_ROWS]
+            logits = (chunk @ weight.t()).float()
+            picked = logits.gather(1, wanted[:, None]).squeeze(1)
+            correct += (logits.argmax(-1) == wanted).sum()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += (lse - picked).sum()
+            if need_rows or need_weight:
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs[torch.arange(len(wanted), device=probs.device), wanted] -= 1.0
+                probs = probs.to(weight.dtype)
+                if need_rows:
+                    grad_rows[start : start + LOGITS_CHUNK_ROWS] = probs @ weight
+                if need_weight:
+                    grad_weight += (probs.t() @ chunk).float()
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_rows if need_rows else None, grad_weight if need_weight else None)
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, grad_correct: torch.Tensor | None) -> tuple[Any, ...]:
+        grad_rows, grad_weight = ctx.saved_tensors
+        scale = grad_loss.to(torch.float32)
+        rows = grad_rows * scale.to(grad_rows.dtype) if grad_rows is not None else None
+        weight = (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None
+        return rows, weight, None
 
 
 @dataclass
@@ -41,22 +85,13 @@ def label_loss_sums(model: Any, batch: dict[str, torch.Tensor]) -> LossSums:
     mask = targets != IGNORE_INDEX
     rows = hidden[:, :-1][mask]
     wanted = targets[mask]
-    def chunk_sums(chunk_rows: torch.Tensor, chunk_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = head(chunk_rows).float()
-        loss = F.cross_entropy(logits, chunk_targets, reduction="sum")
-        return loss, (logits.detach().argmax(-1) == chunk_targets).sum()
-
-    recompute = torch.is_grad_enabled() and rows.shape[0] > LOGITS_CHUNK_ROWS
-    loss_sum = hidden.new_zeros(())
-    correct = 0
-    for start in range(0, rows.shape[0], LOGITS_CHUNK_ROWS):
-        args = (rows[start : start + LOGITS_CHUNK_ROWS], wanted[start : start + LOGITS_CHUNK_ROWS])
-        if recompute:
-            loss, hits = torch.utils.checkpoint.checkpoint(chunk_sums, *args, use_reentrant=False)
-        else:
-            loss, hits = chunk_sums(*args)
-        loss_sum = loss_sum + loss
-        correct += int(hits)
+    if getattr(head, "bias", None) is not None or not isinstance(head, torch.nn.Linear):
+        logits = head(rows).float()
+        loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
+        correct = int((logits.detach().argmax(-1) == wanted).sum())
+    else:
+        loss_sum, hits = LinearCrossEntropy.apply(rows, head.weight, wanted)
+        correct = int(hits)
     return LossSums(loss_sum, int(wanted.numel()), correct)
 
 
