@@ -38,14 +38,15 @@ TRAIN_ROWS = range(0, int(os.environ.get("BENCH_TRAIN_ROWS", "64")))  # fewer on
 HELD_OUT_ROWS = range(64, 128)
 MAX_LENGTH = 512
 
-CONFIGS: dict[str, dict[str, Any]] = {
+CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline comparison first
     "tuneforge-b8": {"framework": "tuneforge", "batch_size": 8},
-    "tuneforge-b8-padded": {"framework": "tuneforge", "batch_size": 8, "packing": False},
-    "tuneforge-b1": {"framework": "tuneforge", "batch_size": 1},
-    "tuneforge-b32": {"framework": "tuneforge", "batch_size": 32},
-    "tuneforge-full-b8": {"framework": "tuneforge", "batch_size": 8, "method": "full", "learning_rate": 2e-5},
     "trl-tuned": {"framework": "trl", "batch_size": 8},
     "trl-tuned-packing": {"framework": "trl", "batch_size": 8, "packing": True},
+    "tuneforge-b8-checkpointing": {"framework": "tuneforge", "batch_size": 8, "gradient_checkpointing": True},
+    "tuneforge-full-b8": {"framework": "tuneforge", "batch_size": 8, "method": "full", "learning_rate": 2e-5},
+    "tuneforge-b32": {"framework": "tuneforge", "batch_size": 32},
+    "tuneforge-b1": {"framework": "tuneforge", "batch_size": 1},
+    "tuneforge-b8-padded": {"framework": "tuneforge", "batch_size": 8, "packing": False},
 }
 
 
@@ -178,6 +179,7 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
         "learning_rate": config.get("learning_rate", 2e-4), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
         "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
         "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
+        "gradient_checkpointing": config.get("gradient_checkpointing", False),
     })
     started = time.perf_counter()
     FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
@@ -351,21 +353,21 @@ def main() -> None:
     report["work"] = {"rows": len(lengths), "real_tokens": sum(lengths), "max_length": MAX_LENGTH}
     print(f"machine: {report['machine']}\nmatmul peak: {report['matmul_peak_gflops']:.1f} GFLOP/s, work: {report['work']}", flush=True)
     report["untrained"] = run_worker("untrained")
-    results: dict[str, Any] = {}
+    lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
+    config_path = model_dir() / "config.json"
+    report["flops_per_token"] = {method: flops_per_token(method, config_path, lengths, lora_params) for method in ("lora", "full")}
+    report["results"] = results = {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", flush=True)
         results[name] = run_worker(name)
         print(f"  {json.dumps(results[name])[:400]}", flush=True)
-    report["results"] = results
-    lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
-    config_path = model_dir() / "config.json"
-    report["flops_per_token"] = {method: flops_per_token(method, config_path, lengths, lora_params) for method in ("lora", "full")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
-    if not args.no_write:
-        from bench.write_benchmarks import write_benchmarks
+        # Written after every configuration, so a long run that is cut short still leaves its figures.
+        (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+        if not args.no_write:
+            from bench.write_benchmarks import write_benchmarks
 
-        write_benchmarks()
+            write_benchmarks()
 
 
 if __name__ == "__main__":

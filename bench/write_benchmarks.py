@@ -20,6 +20,7 @@ ISSUE_TRL = {"trl-tuned": 31.0, "trl-tuned-packing": 39.0}
 LABELS = {
     "tuneforge-b8": "tuneforge, batch 8 (default path: packed, label-only lm_head)",
     "tuneforge-b8-padded": "tuneforge, batch 8, packing off (length-grouped padding)",
+    "tuneforge-b8-checkpointing": "tuneforge, batch 8, --gradient-checkpointing",
     "tuneforge-b1": "tuneforge, batch 1",
     "tuneforge-b32": "tuneforge, batch 32",
     "tuneforge-full-b8": "tuneforge, full fine-tuning, batch 8",

@@ -92,6 +92,7 @@ class FineTuningConfig(BaseModel):
     seed: int = Field(42, ge=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less memory, about a third slower")
 
     # Evaluation and saving during training
     evaluation_strategy: Strategy = "epoch"

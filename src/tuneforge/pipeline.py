@@ -291,6 +291,9 @@ class FineTuningPipeline:
             model = prepare_full(model)
         if config.packing:
             use_packed_attention(model)
+        if config.gradient_checkpointing:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "trainable_parameters": trainable, "total_parameters": total}
