@@ -307,3 +307,21 @@ def test_resume_refuses_data_that_changed_since_the_checkpoint(tiny_model_dir, t
     with pytest.raises(CheckpointError) as caught:
         FineTuningPipeline(make_config({**values, "resume": True})).train()
     assert "other data" in str(caught.value) and "step-000009" in str(caught.value)
+
+
+def test_resume_refuses_a_run_that_is_still_training(crashed, tmp_path):
+    """Two trainers in one run directory would corrupt it: a live writer (its pid alive, no run.finished) is refused."""
+    run_dir, values = copy_run(crashed, tmp_path / "run")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        events = (run_dir / "events.jsonl").read_text().splitlines()
+        started = json.loads(events[0])
+        started.update(seq=len(events), pid=sleeper.pid)
+        with open(run_dir / "events.jsonl", "a") as handle:
+            handle.write(json.dumps(started) + "\n")
+        with pytest.raises(ConfigError) as caught:
+            FineTuningPipeline(make_config({**values, "resume": True})).train()
+        assert f"still being trained by process {sleeper.pid}" in str(caught.value)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -55,12 +55,19 @@ class Faults:
     def __init__(self, monkeypatch) -> None:
         self.step = 0  # steps finished so far (from the train.step events)
         self.plan: dict[str, set[int]] = {}
+        self.once: set[str] = set()  # kinds that strike only the first time their step is trained
+        self.fired: set[tuple[str, int]] = set()
         self.leaked: list[torch.Tensor] = []
         real = loop.label_loss_sums
 
         def faulty(model, batch):
             sums = real(model, batch)
             step = self.step + 1
+            for kind in self.once:
+                if step in self.plan.get(kind, ()) and (kind, step) in self.fired:
+                    return sums
+                if step in self.plan.get(kind, ()):
+                    self.fired.add((kind, step))
             if step in self.plan.get("spike", ()):
                 sums.loss_sum = sums.loss_sum + 29 * sums.loss_sum.detach()  # 30x the loss, gradients unchanged
             if step in self.plan.get("explode", ()):
@@ -80,6 +87,8 @@ class Faults:
     def on_event(self, event: dict) -> None:
         if event.get("type") == "train.step":
             self.step = event["step"]
+        elif event.get("type") == "train.rollback":
+            self.step = event["to_step"]
 
 
 @pytest.fixture
@@ -137,6 +146,23 @@ def test_nan_loss_under_warn_skips_that_update_and_goes_on(tiny_model_dir, sessi
     assert [(i["kind"], i["step"], i["action"]) for i in result.issues] == [("nan_loss", 4, "warn")]
     skipped = [e for e in read_events(result.run_dir) if e["type"] == "train.step" and e.get("skipped")]
     assert [e["step"] for e in skipped] == [4]
+    adapter = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in adapter.values())
+
+
+def test_nan_loss_under_rollback_goes_back_to_the_last_checkpoint_with_half_the_learning_rate(
+    tiny_model_dir, session_dataset, tmp_path, faults
+):
+    faults.plan, faults.once = {"nan": {8}}, {"nan"}  # a transient fault: step 8 is fine the second time
+    result = run(tiny_model_dir, session_dataset, tmp_path, on_event=faults.on_event, epochs=1, on_issue="nan_loss=rollback",
+                 saving_strategy="steps", save_steps=3, lr_scheduler="constant", warmup_steps=0, learning_rate=2e-3)
+    assert result.status == "succeeded" and result.train["steps"] == 10 and result.train["rollbacks"] == 1
+    assert [(i["kind"], i["step"], i["action"]) for i in result.issues] == [("nan_loss", 8, "rollback")]
+    events = read_events(result.run_dir)
+    rollback = next(e for e in events if e["type"] == "train.rollback")
+    assert (rollback["from_step"], rollback["to_step"], rollback["learning_rate_scale"]) == (8, 6, 0.5)
+    rates = {e["step"]: e["learning_rate"] for e in events if e["type"] == "train.step"}  # the last value per step
+    assert rates[6] == pytest.approx(2e-3) and rates[7] == rates[10] == pytest.approx(1e-3)
     adapter = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
     assert all(torch.isfinite(t).all() for t in adapter.values())
 

@@ -172,7 +172,29 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(reference, ti
     assert_same_as_reference(run_dir, reference, f"killed after {files} file(s) of checkpoint 9")
 
 
-@pytest.mark.slow  # about 2 minutes: ten killed processes and ten resumes through the CLI
+def test_full_fine_tuning_resumes_exactly(tiny_model_dir, session_dataset, tmp_path):
+    """Full fine-tuning (every weight, tied embeddings) crashed after step 8 and resumed: the same model."""
+
+    class Crash(Exception):
+        pass
+
+    def crash(event):
+        if event.get("type") == "train.step" and event["step"] == 8:
+            raise Crash()
+
+    extra = dict(method="full", learning_rate=1e-3, epochs=2)
+    whole = FineTuningPipeline(make_config(config_values(session_dataset, tiny_model_dir, tmp_path / "whole", **extra))).train()
+    values = config_values(session_dataset, tiny_model_dir, tmp_path / "resumed", **extra)
+    with pytest.raises(Crash):
+        FineTuningPipeline(make_config(values), on_event=crash).train()
+    resumed = resume_in_process(tmp_path / "resumed", values)
+    assert resumed.train["resumed_from_step"] == 6 and resumed.train["steps"] == whole.train["steps"] == 10
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert max_difference(a, b) == 0.0
+
+
+@pytest.mark.slow  # about 4 minutes: ten killed processes and ten resumes through the CLI
 def test_ten_random_sigkills_resume_exactly_through_the_cli(reference, tiny_model_dir, session_dataset, tmp_path):
     """Ten runs, each SIGKILLed from outside at a random moment, resumed with `tuneforge resume`: all equal."""
     seed = kill_seed()

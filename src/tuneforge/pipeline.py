@@ -253,6 +253,10 @@ class FineTuningPipeline:
                    if name not in RESUME_MAY_CHANGE and getattr(saved, name) != getattr(self.config, name)]
         if changed:
             raise ConfigError(changed + [f"a resumed run keeps its own settings: run `tuneforge resume {run_dir}`"])
+        writer = _live_writer(run_dir)
+        if writer is not None:
+            raise ConfigError([f"resume: {run_dir} is still being trained by process {writer}; "
+                               f"stop it first (Ctrl-C or kill -TERM {writer} saves a checkpoint), then resume"])
         results = run_dir / "results.json"
         if results.is_file():
             try:
@@ -327,6 +331,21 @@ def _train_summary(outcome: TrainOutcome, config: FineTuningConfig) -> dict[str,
     summary["compute_cost"] = round(outcome.train_seconds / 3600 * config.cost_per_hour, 4)
     summary["learning_rate"] = config.resolved_learning_rate
     return summary
+
+
+def _live_writer(run_dir: Path) -> int | None:
+    """The process still writing ``run_dir`` (its latest attempt has no run.finished and is alive), if any."""
+    from tuneforge.runs import process_alive
+
+    pid, finished = None, True
+    for event in read_events(run_dir / "events.jsonl"):
+        if event.get("type") == "run.started":
+            pid, finished = event.get("pid"), False
+        elif event.get("type") == "run.finished":
+            finished = True
+    if finished or not isinstance(pid, int) or pid == os.getpid():
+        return None
+    return pid if process_alive(pid) else None
 
 
 class _NoSignals:

@@ -1,8 +1,19 @@
 """``events.jsonl``: one JSON object per line, the single source of truth about a run's progress.
 
-Every event has ``seq`` (0, 1, 2 ...), ``time`` (unix seconds) and ``type``: ``run.started``,
-``train.step``, ``eval.result``, ``checkpoint.saved``, ``issue.detected``, ``run.finished``...
-Lines are flushed as they are written so another process can follow a running run.
+Every event has ``seq`` (0, 1, 2 ...), ``time`` (unix seconds) and ``type``:
+
+- the run: ``run.started`` (with ``pid``, ``resume``), ``data.prepared``, ``model.ready``, ``model.saved``,
+  ``run.finished`` (``status``: succeeded, failed, interrupted, cancelled);
+- training: ``train.started``, ``train.step`` (loss, grad_norm, learning_rate, tokens/s, memory),
+  ``eval.result``, ``train.early_stopped``, ``train.best_selected``, ``train.interrupted``;
+- health: ``issue.detected`` (kind, severity, step, message, suggestion, action, evidence),
+  ``train.rollback``, ``train.rollback_refused``;
+- checkpoints: ``checkpoint.saved``, ``checkpoint.skipped`` (corrupt, with the problems),
+  ``checkpoint.cleaned`` (a half-written one removed), ``train.resumed``.
+
+After a resume or a rollback, steps are trained again and their events written again: the last
+event of a step is the one that counts. Lines are flushed as they are written so another process
+can follow a running run (``tuneforge monitor``).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import math
 import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 Severity = Literal["info", "warning", "error"]
@@ -147,6 +148,12 @@ class TrainingMonitor:
         checks = (self._loss_spike, self._divergence, self._exploding_gradients, self._plateau, self._lr_too_high,
                   self._lr_too_low, self._throughput_drop, self._memory_creep)
         return [issue for check in checks if (issue := check(step, metrics))]
+
+    def generate_report(self, run_dir: Path) -> Path:
+        """Write ``run_dir/report.html`` (curves with these issues on the timeline) and return its path."""
+        from tuneforge.report import write_report
+
+        return write_report(run_dir)
 
     # ------------------------------------------------------------------ state
 
