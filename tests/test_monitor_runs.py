@@ -175,7 +175,7 @@ def test_learning_rate_too_high(tiny_model_dir, session_dataset, tmp_path):
 
 
 def test_learning_rate_too_low(tiny_model_dir, session_dataset, tmp_path):
-    result = run(tiny_model_dir, session_dataset, tmp_path, learning_rate=1e-7, epochs=4, warmup_steps=2,
+    result = run(tiny_model_dir, session_dataset, tmp_path, learning_rate=1e-7, epochs=4, max_steps=33, warmup_steps=2,
                  lr_scheduler="constant")
     issue = first(result.issues, "lr_too_low")
     assert issue["step"] == 32 and issue["severity"] == "info" and "raise --learning-rate" in issue["suggestion"]
@@ -187,7 +187,7 @@ def test_plateau(tiny_model_dir, tmp_path):
     rows = [{"input": "pick a colour" + " " * (i % 2), "output": rng.choice(["red", "green", "blue"])} for i in range(40)]
     data = write_jsonl(tmp_path / "flat.jsonl", rows)
     result = run(tiny_model_dir, data, tmp_path, settings=MonitorSettings(plateau_steps=15), lora_r=1, learning_rate=3e-2,
-                 epochs=5, warmup_steps=0, lr_scheduler="constant")
+                 epochs=5, max_steps=45, warmup_steps=0, lr_scheduler="constant")
     issue = first(result.issues, "plateau")
     assert issue["severity"] == "info" and "not improved" in issue["message"]
 

@@ -160,6 +160,37 @@ def test_monitor_json_lists_every_event(capsys, monitored_run):
     assert [json.loads(line)["seq"] for line in lines] == [e["seq"] for e in read_events(monitored_run)]
 
 
+def test_monitor_follows_events_as_they_are_written(capsys, monitored_run, tmp_path):
+    """A writer thread appends a run's events over time; `tuneforge monitor --json` prints each one, then stops at
+    run.finished (the writer's pid, this process, is alive all along)."""
+    import threading
+
+    events = read_events(monitored_run)
+    events = events[: next(i for i, e in enumerate(events) if e["type"] == "run.finished") + 1]
+    events[0]["pid"] = os.getpid()
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "events.jsonl").write_text(json.dumps(events[0]) + "\n")
+
+    def write():
+        with open(live / "events.jsonl", "a") as handle:
+            for index, event in enumerate(events[1:]):
+                handle.write(json.dumps(event) + ("\n" if index % 2 else ""))  # half-written lines now and then
+                handle.flush()
+                time.sleep(0.01)
+                if index % 2 == 0:
+                    handle.write("\n")
+                    handle.flush()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert main(["monitor", str(live), "--json", "--interval", "0.02"]) == 0
+    writer.join()
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["seq"] for e in printed] == [e["seq"] for e in events]
+
+
+@pytest.mark.slow  # about 15 s: a real trainer process and a real monitor process side by side
 def test_monitor_follows_a_live_run_until_it_finishes(tiny_model_dir, session_dataset, tmp_path):
     """`tuneforge monitor` started while the run trains prints its progress and returns when the run finishes."""
     run_dir = tmp_path / "live"

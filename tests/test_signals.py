@@ -139,3 +139,19 @@ def test_cli_sigterm_exits_75_with_the_resume_command_then_resume_finishes(capsy
     assert resumed["status"] == "succeeded" and resumed["train"]["resumed_from_step"] == stopped_at
     assert resumed["train"]["steps"] == TOTAL_STEPS
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--help"], ["75 stopped by Ctrl-C/SIGTERM", "130", "tuneforge resume", "tuneforge monitor"]),
+    (["finetune", "--help"], ["--resume", "--early-stopping", "--on-issue", "--final-weights", "--report-to", "75 stopped"]),
+    (["resume", "--help"], ["RUN_DIR", "uninterrupted run", "75 stopped"]),
+    (["monitor", "--help"], ["RUN_DIR", "--no-follow", "--json"]),
+])
+def test_help_documents_resume_monitor_and_the_exit_codes(capsys, monkeypatch, argv, expected):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out, text
