@@ -93,6 +93,8 @@ class FineTuningConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less memory, about a third slower")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="compute format: auto = bf16 autocast where the CPU/GPU does bf16 natively, else fp32")
 
     # Evaluation and saving during training
     evaluation_strategy: Strategy = "epoch"

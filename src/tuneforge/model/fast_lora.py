@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 def _fast_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     adapters = self.active_adapters
-    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+    # Under autocast PEFT's plain modules let autocast pick each matmul's dtype; keep to that path.
+    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1 or torch.is_autocast_enabled(x.device.type):
         return self._peft_forward(x, *args, **kwargs)
     name = adapters[0]
     if name not in self.lora_A or name in self.lora_variant or not isinstance(self.lora_dropout[name], nn.Identity):

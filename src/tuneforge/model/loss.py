@@ -85,7 +85,7 @@ def label_loss_sums(model: Any, batch: dict[str, torch.Tensor]) -> LossSums:
     mask = targets != IGNORE_INDEX
     rows = hidden[:, :-1][mask]
     wanted = targets[mask]
-    if getattr(head, "bias", None) is not None or not isinstance(head, torch.nn.Linear):
+    if getattr(head, "bias", None) is not None or not isinstance(head, torch.nn.Linear) or torch.is_autocast_enabled(rows.device.type):
         logits = head(rows).float()
         loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
         correct = int((logits.detach().argmax(-1) == wanted).sum())

@@ -26,6 +26,7 @@ from tuneforge.core.memory import current_memory_mb, peak_memory_mb
 from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens
 from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import label_loss_sums, mean_label_loss, perplexity
+from tuneforge.model.precision import autocast, resolve_precision
 from tuneforge.monitor.events import EventWriter
 from tuneforge.train.checkpoint import (
     checkpoint_name,
@@ -128,6 +129,7 @@ class _Run:
         self.save_weights = save_weights
         self.checkpoints_dir = run_dir / "checkpoints"
         self.device = next(model.parameters()).device.type
+        self.precision = resolve_precision(config.precision, self.device)
         self.lengths = [len(item.input_ids) for item in train_set.items]
         self.n_batches = math.ceil(len(self.lengths) / config.batch_size)
         self.accumulation = config.gradient_accumulation_steps
@@ -271,7 +273,8 @@ class _Run:
         for batch_items in items:
             batch = collate_packed(batch_items) if config.packing else collate(batch_items, self.pad_token_id)
             batch = _to_device(batch, self.device)
-            sums = label_loss_sums(self.model, batch)
+            with autocast(self.precision, self.device):
+                sums = label_loss_sums(self.model, batch)
             (sums.loss_sum / group_tokens).backward()
             loss_sum += float(sums.loss_sum.detach())
             correct += sums.correct
