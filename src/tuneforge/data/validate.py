@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from tuneforge.core.tokens import END_OF_TURN_MARKERS
 from tuneforge.core.errors import ConfigError, DatasetError
 from tuneforge.data import checks
 from tuneforge.data.dedup import BatchNearDuplicates, KeyColumns, duplicate_groups, example_keys
@@ -35,7 +36,6 @@ from tuneforge.data.tokenize import IGNORE_INDEX, encode_example
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                "dev": "validation", "test": "test"}
 READER_ROW_CODES = {"encoding", "invalid_json", "json_too_deep", "line_too_long", "csv_row"}
-END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 BENCHMARK_SAMPLE = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

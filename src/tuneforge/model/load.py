@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.errors import ModelLoadError
+from tuneforge.core.tokens import END_OF_TURN_MARKERS
 
 
 def pick_device() -> str:
@@ -43,7 +44,7 @@ def load_model(path: Path, device: str | None = None, trust_remote_code: bool = 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
     """Token ids that end an assistant turn: EOS plus the chat end markers the vocabulary has."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+    for marker in END_OF_TURN_MARKERS:
         token_id = tokenizer.convert_tokens_to_ids(marker)
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id not in ids:
             ids.append(token_id)
