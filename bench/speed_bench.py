@@ -2,16 +2,23 @@
 
 The work (fixed by the speed issue): SmolLM2-135M-Instruct, LoRA r=16 alpha=32 dropout 0 on all
 linear layers, batch 8, max_length 512, lr 2e-4, linear decay, no warmup, one epoch over the first
-64 rows of bench/data/docstrings.jsonl, loss on the assistant answers only, fp32.
+64 rows of bench/data/docstrings.jsonl, loss on the assistant answers only. tuneforge runs its
+default precision (``auto``: bf16 where the CPU has AMX/AVX512-BF16, else fp32) unless a
+configuration says otherwise; TRL runs fp32 ("tuned for CPU", as the speed issue measured it), bf16
+autocast, and its defaults (bf16 + gradient checkpointing), so its best configuration on *this*
+machine is known rather than assumed.
 
 Each configuration runs in a fresh subprocess (one process tree, one at a time). The harness itself:
 - counts real (non-padding) tokens and label tokens from the batches that reach the model,
 - stamps the end of every optimizer step with its own clock, and leaves the first step out of the
   throughput (warm-up),
 - reads peak RSS (``ru_maxrss``) when training ends, and peak GPU memory on a GPU,
+- records the CPU time the hypervisor stole from this VM while training (``steal`` in /proc/stat):
+  on a shared cloud VM that is the main source of noise, so every figure carries it,
 - scores every trained model with one shared function (tuneforge's token-level loss on rows
   64-127, which neither side trained on),
-- measures this machine's fp32 matmul peak for MFU.
+- measures this machine's fp32 and bf16 matmul peaks for MFU (each run against the peak of the
+  format it computed in).
 
     python bench/speed_bench.py            # everything; writes bench/results/speed.json and BENCHMARKS.md
     python bench/speed_bench.py --only tuneforge-b8 trl-tuned
@@ -41,7 +48,10 @@ MAX_LENGTH = 512
 CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline comparison first
     "tuneforge-b8": {"framework": "tuneforge", "batch_size": 8},
     "trl-tuned": {"framework": "trl", "batch_size": 8},
+    "trl-bf16": {"framework": "trl", "batch_size": 8, "bf16": True},
     "trl-tuned-packing": {"framework": "trl", "batch_size": 8, "packing": True},
+    "trl-defaults": {"framework": "trl", "batch_size": 8, "bf16": True, "gradient_checkpointing": True},
+    "tuneforge-b8-fp32": {"framework": "tuneforge", "batch_size": 8, "precision": "fp32"},
     "tuneforge-b8-checkpointing": {"framework": "tuneforge", "batch_size": 8, "gradient_checkpointing": True},
     "tuneforge-full-b8": {"framework": "tuneforge", "batch_size": 8, "method": "full", "learning_rate": 2e-5},
     "tuneforge-b32": {"framework": "tuneforge", "batch_size": 32},
@@ -70,8 +80,10 @@ class StepClock:
     def __init__(self) -> None:
         self.start: float | None = None
         self.step_ends: list[float] = []
+        self.step_batches: list[int] = []  # batches built by the end of each step
         self.batch_tokens: list[int] = []
         self.batch_labels: list[int] = []
+        self.steal_start = cpu_steal()
 
     def batch(self, batch: dict[str, Any]) -> None:
         if "attention_mask" in batch and batch["attention_mask"] is not None:
@@ -82,20 +94,27 @@ class StepClock:
         # A label counts when it is a prediction target: shifted, so position 0 never counts.
         self.batch_labels.append(int((labels[..., 1:] != -100).sum()) if labels is not None else 0)
 
-    def step_end(self) -> None:
+    def step_end(self, batches_so_far: int | None = None) -> None:
+        """A step ended; ``batches_so_far`` when a step may run several passes (tuneforge splits
+        big batches), else one batch per step."""
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.step_ends.append(time.perf_counter())
+        self.step_batches.append(batches_so_far if batches_so_far is not None else len(self.step_ends))
+
+    def _per_step(self, counts: list[int]) -> list[int]:
+        starts = [0] + self.step_batches[:-1]
+        return [sum(counts[a:b]) for a, b in zip(starts, self.step_batches)]
 
     @property
     def step_tokens(self) -> list[int]:
-        return self.batch_tokens[: len(self.step_ends)]
+        return self._per_step(self.batch_tokens)
 
     @property
     def step_labels(self) -> list[int]:
-        return self.batch_labels[: len(self.step_ends)]
+        return self._per_step(self.batch_labels)
 
     def summary(self) -> dict[str, Any]:
         steps = len(self.step_ends)
@@ -113,7 +132,25 @@ class StepClock:
             "label_tokens_per_second": sum(self.step_labels[i] for i in timed) / seconds if steps > 1 else float("nan"),
             "median_step_seconds": durations[len(durations) // 2] if durations else float("nan"),
             "first_step_seconds": (self.step_ends[0] - self.start) if self.start else float("nan"),
+            "cpu_steal_percent": steal_percent(self.steal_start, cpu_steal()),
+            "load_average_1min": os.getloadavg()[0],
         }
+
+
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies from /proc/stat; (0, 0) where there is none."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of all CPU time the hypervisor gave to other guests between two readings."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else 0.0
 
 
 def peak_memory() -> dict[str, float]:
@@ -165,11 +202,16 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
 
     loop.label_loss_sums = counted
 
+    ready: dict[str, Any] = {}
+
     def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "train.started":
+        if event["type"] == "model.ready":
+            ready.update(event)
+        elif event["type"] == "train.started":
             clock.start = time.perf_counter()
+            clock.steal_start = cpu_steal()
         elif event["type"] == "train.step":
-            clock.step_end()
+            clock.step_end(len(clock.batch_tokens))
 
     examples = [TrainingExample(messages=row["messages"]) for row in read_rows(TRAIN_ROWS)]
     out = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "run"
@@ -179,18 +221,19 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
         "learning_rate": config.get("learning_rate", 2e-4), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
         "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
         "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
-        "gradient_checkpointing": config.get("gradient_checkpointing", False),
+        "gradient_checkpointing": config.get("gradient_checkpointing", False), "precision": config.get("precision", "auto"),
     })
     started = time.perf_counter()
     FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
     wall = time.perf_counter() - started
     memory = peak_memory()
     model, tokenizer, _ = load_trained(out)
-    return {**clock.summary(), **memory, "wall_seconds": wall, "held_out_loss": held_out_loss(model, tokenizer)}
+    return {**clock.summary(), **memory, "wall_seconds": wall, "precision": ready.get("precision"),
+            "held_out_loss": held_out_loss(model, tokenizer)}
 
 
 def run_trl(config: dict[str, Any]) -> dict[str, Any]:
-    """TRL's SFTTrainer tuned for this CPU: bf16 off, gradient checkpointing off, no workers."""
+    """TRL's SFTTrainer: tuned for CPU (bf16 off, gradient checkpointing off), or as ``config`` says; no workers."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -208,7 +251,8 @@ def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=config["batch_size"],
         num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, max_length=MAX_LENGTH, bf16=gpu, gradient_checkpointing=False,
+        max_grad_norm=1.0, max_length=MAX_LENGTH, bf16=config.get("bf16", gpu),
+        gradient_checkpointing=config.get("gradient_checkpointing", False),
         packing=config.get("packing", False), dataloader_num_workers=0, logging_steps=1000, save_strategy="no",
         eval_strategy="no", report_to="none", seed=0, use_cpu=not gpu,
     )
@@ -227,6 +271,7 @@ def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     class Clock(TrainerCallback):
         def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
             clock.start = time.perf_counter()
+            clock.steal_start = cpu_steal()
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             clock.step_end()
@@ -236,7 +281,8 @@ def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     trainer.train()
     wall = time.perf_counter() - started
     memory = peak_memory()
-    return {**clock.summary(), **memory, "wall_seconds": wall, "held_out_loss": held_out_loss(trainer.model, tokenizer)}
+    return {**clock.summary(), **memory, "wall_seconds": wall, "precision": "bf16" if args.bf16 else "fp32",
+            "held_out_loss": held_out_loss(trainer.model, tokenizer)}
 
 
 def run_untrained() -> dict[str, Any]:
@@ -250,12 +296,12 @@ def run_untrained() -> dict[str, Any]:
 # the harness
 
 
-def matmul_peak_gflops(repeats: int = 20) -> float:
-    """Best fp32 GFLOP/s of [4096×576]·[576×1536] on this machine (the shape of SmolLM2's MLP)."""
+def matmul_peak_gflops(dtype_name: str, repeats: int = 20) -> float:
+    """Best GFLOP/s of [4096×576]·[576×1536] in ``dtype_name`` on this machine (the shape of SmolLM2's MLP)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     a = torch.randn(4096, 576, device=device, dtype=dtype)
     b = torch.randn(576, 1536, device=device, dtype=dtype)
     for _ in range(3):
@@ -298,7 +344,9 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    from tuneforge.model.precision import cpu_has_native_bf16
+
+    info = {"cpu": cpu, "native_bf16": torch.cuda.is_available() or cpu_has_native_bf16(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -348,10 +396,12 @@ def main() -> None:
 
     names = args.only or list(CONFIGS)
     report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    report["matmul_peak_gflops"] = matmul_peak_gflops()
+    # Without native bf16 a bf16 multiply is emulated and very slow: a few repeats are enough to show it.
+    repeats = {"fp32": 20, "bf16": 20 if report["machine"]["native_bf16"] else 2}
+    report["matmul_peak_gflops"] = {name: matmul_peak_gflops(name, repeats[name]) for name in ("fp32", "bf16")}
     lengths = token_lengths()
     report["work"] = {"rows": len(lengths), "real_tokens": sum(lengths), "max_length": MAX_LENGTH}
-    print(f"machine: {report['machine']}\nmatmul peak: {report['matmul_peak_gflops']:.1f} GFLOP/s, work: {report['work']}", flush=True)
+    print(f"machine: {report['machine']}\nmatmul peaks (GFLOP/s): {report['matmul_peak_gflops']}, work: {report['work']}", flush=True)
     report["untrained"] = run_worker("untrained")
     lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
     config_path = model_dir() / "config.json"

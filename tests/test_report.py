@@ -23,7 +23,7 @@ from tuneforge.train import loop
 
 MONITORED = dict(epochs=3, batch_size=4, max_length=128, max_new_tokens=4, validation_split=0.15, test_split=0.15,
                  evaluation_strategy="steps", eval_steps=4, saving_strategy="steps", save_steps=3, learning_rate=5e-3,
-                 lr_scheduler="constant", warmup_steps=0, report_to=["tensorboard"])
+                 lr_scheduler="constant", warmup_steps=0, report_to=["tensorboard"], precision="fp32")
 
 
 class Crash(Exception):

@@ -120,7 +120,9 @@ def test_adapter_loads_with_peft_and_reproduces_the_tuned_loss(lora_run, tiny_mo
     data = TrainingDataManager().prepare_data(session_dataset, validation_split=0.1, test_split=0.2, seed=42)
     assert [e.source for e in data.test] == [p["source"] for p in lora_run.tuned.predictions]
     scores = evaluate_model(model, tokenizer, data.test, metrics=("loss",))
-    assert scores.performance["loss"] == pytest.approx(lora_run.tuned.performance["loss"], rel=1e-5)
+    # The run evaluated in the precision it trained in; reloaded here in fp32. Equal in fp32, close in bf16.
+    tolerance = 1e-5 if lora_run.model["precision"] == "fp32" else 2e-2
+    assert scores.performance["loss"] == pytest.approx(lora_run.tuned.performance["loss"], rel=tolerance)
 
 
 def test_checkpoints_every_epoch_are_complete(lora_run):
@@ -282,7 +284,7 @@ def test_accumulation_weighs_every_token_equally(tiny_model_dir, tmp_path, monke
     for name, batch_size, accumulation in (("one", 4, 1), ("accumulated", 2, 2)):
         config = make_config({"model": str(tiny_model_dir), "output": str(tmp_path / name), "epochs": 1, "seed": 3,
                               "batch_size": batch_size, "gradient_accumulation_steps": accumulation, "warmup_steps": 0,
-                              "learning_rate": 1e-2, "lr_scheduler": "constant", **QUICK})
+                              "learning_rate": 1e-2, "lr_scheduler": "constant", "precision": "fp32", **QUICK})
         result = FineTuningPipeline(config).train(data)
         assert result.train["steps"] == 2
         tensors.append(adapter_tensors(result.run_dir))

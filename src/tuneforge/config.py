@@ -92,9 +92,13 @@ class FineTuningConfig(BaseModel):
     seed: int = Field(42, ge=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples")
+    micro_batch_tokens: int | None = Field(
+        2048, ge=16, description="most tokens one forward/backward pass holds; a bigger batch is split into passes "
+        "whose gradients add up to the same update (caps activation memory, same result); null = never split")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less memory, about a third slower")
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        "fp32", description="compute format: auto = bf16 autocast where the CPU/GPU does bf16 natively, else fp32")
+        "auto", description="compute format: auto = bf16 where the CPU (AMX/AVX512-BF16) or GPU does bf16 natively, "
+        "else fp32; LoRA keeps the frozen base in bf16 and the adapters in fp32, full fine-tuning uses bf16 autocast")
 
     # Evaluation and saving during training
     evaluation_strategy: Strategy = "epoch"

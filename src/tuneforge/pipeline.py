@@ -31,7 +31,9 @@ from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
 from tuneforge.model.attention import use_packed_attention
 from tuneforge.model.fast_lora import speed_up_lora
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
+from tuneforge.model.precision import base_weight_dtype, resolve_precision
 from tuneforge.model.resolve import resolve_model
+from tuneforge.model.rms_norm import speed_up_rms_norms
 from tuneforge.monitor.events import EventWriter, read_events
 from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
@@ -277,7 +279,9 @@ class FineTuningPipeline:
         tokenizer, train_set, validation_set, model_dir = inputs.tokenizer, inputs.train_set, inputs.validation_set, inputs.model_dir
         notify("data.prepared", **inputs.summary, max_length=config.max_length,
                truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
-        model = load_model(model_dir, device, config.trust_remote_code)
+        precision = resolve_precision(config.precision, device)
+        # LoRA in bf16 keeps the frozen base in bf16 from the start (base and tuned are evaluated alike).
+        model = load_model(model_dir, device, config.trust_remote_code, base_weight_dtype(precision, config.method))
         evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size, labels=inputs.labels,
                                max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
         test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
@@ -293,6 +297,7 @@ class FineTuningPipeline:
             speed_up_lora(model)
         else:
             model = prepare_full(model)
+        speed_up_rms_norms(model)
         if config.packing:
             use_packed_attention(model)
         if config.gradient_checkpointing:
@@ -300,7 +305,7 @@ class FineTuningPipeline:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
-                        "trainable_parameters": trainable, "total_parameters": total}
+                        "precision": precision, "trainable_parameters": trainable, "total_parameters": total}
         notify("model.ready", **result.model)
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,

@@ -38,6 +38,32 @@ def sequential_batches(lengths: Sequence[int], batch_size: int) -> list[list[int
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def split_into_passes(items: Sequence[EncodedExample], max_tokens: int | None, packed: bool) -> list[list[EncodedExample]]:
+    """Cut one batch into consecutive forward/backward passes of at most ``max_tokens`` tokens each.
+
+    A pass costs its tokens as the model sees them: the sum of lengths when ``packed``, else the
+    batch width times the rows. Because the loss is summed per token and divided by the batch's
+    labelled tokens, the passes' gradients add up to the whole batch's gradient: only the peak
+    activation memory changes. An example longer than ``max_tokens`` gets a pass of its own.
+    ``None`` keeps the batch whole.
+    """
+    if max_tokens is None:
+        return [list(items)]
+    passes: list[list[EncodedExample]] = []
+    current: list[EncodedExample] = []
+    total = width = 0
+    for item in items:
+        length = len(item.input_ids)
+        cost = total + length if packed else max(width, length) * (len(current) + 1)
+        if current and cost > max_tokens:
+            passes.append(current)
+            current, total, width = [], 0, 0
+        current.append(item)
+        total, width = total + length, max(width, length)
+    passes.append(current)
+    return passes
+
+
 def collate(items: Sequence[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
     width = max(len(item.input_ids) for item in items)

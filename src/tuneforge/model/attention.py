@@ -4,6 +4,11 @@ A packed batch is one row holding several examples back to back, with ``cu_seq_l
 where each starts. ``packed_attention`` runs causal scaled-dot-product attention on each example's
 slice separately, so no token attends across examples and the work is Σ lᵢ² rather than (Σ lᵢ)².
 Without ``cu_seq_lens`` (evaluation, generation) it is transformers' own SDPA attention.
+
+The examples are cut with one ``split`` (its backward is one concatenation) rather than a slice
+each (each slice's backward fills a zero tensor of the whole row). On a CPU, bf16 inputs are
+attended in fp32: PyTorch's CPU flash-attention backward is about twice as slow in bf16 as in fp32
+(measured on this project's bench: 2.4 s vs 1.1 s for 30 layers of an 8-example batch).
 """
 
 from __future__ import annotations
@@ -36,13 +41,18 @@ def packed_attention(
     # Grouped-query attention without copying the key/value heads (same grouping as repeat_kv).
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     p = dropout if module.training else 0.0
+    dtype = query.dtype
+    if query.device.type == "cpu" and dtype == torch.bfloat16:
+        query, key, value = query.float(), key.float(), value.float()
     cuts = boundaries.tolist()
+    lengths = [end - start for start, end in zip(cuts[:-1], cuts[1:])]
+    if cuts[-1] < query.shape[2]:  # trailing positions no example covers: attend among themselves
+        lengths.append(query.shape[2] - cuts[-1])
     pieces = [
-        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p, is_causal=True,
-                                       scale=scaling, enable_gqa=gqa)
-        for s, e in zip(cuts[:-1], cuts[1:])
+        F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+        for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
     ]
-    return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+    return torch.cat(pieces, dim=2).transpose(1, 2).to(dtype, memory_format=torch.contiguous_format), None
 
 
 def use_packed_attention(model: Any) -> None:

@@ -9,6 +9,12 @@ a CPU that saves memory-bound passes over the activations. Only the plain case i
 active adapter, no dropout, not merged, frozen base weight, no DoRA or other variant); anything
 else falls through to PEFT's own forward. ``tests/test_fast_lora.py`` checks outputs and gradients
 against PEFT.
+
+Mixed precision: when the frozen base weight is bf16 (``precision: bf16`` stores it so) and the
+adapter is kept in fp32 (PEFT does, for exact optimizer updates), the whole layer computes in the
+input's dtype, bf16: ``A`` and ``B`` are cast down for the multiplies and their gradients come back
+in fp32. PEFT would run the adapter branch in fp32 and cast activations back and forth; bf16
+matrix multiplies with fp32 accumulation are what AMX/tensor cores make fast.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ def _fast_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torc
     if name not in self.lora_A or name in self.lora_variant or not isinstance(self.lora_dropout[name], nn.Identity):
         return self._peft_forward(x, *args, **kwargs)
     base = self.base_layer
-    if not isinstance(base, nn.Linear) or base.weight.requires_grad or x.dtype != self.lora_A[name].weight.dtype:
+    if not isinstance(base, nn.Linear) or base.weight.requires_grad or x.dtype != base.weight.dtype:
         return self._peft_forward(x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
     out = LoraLinearFunction.apply(flat, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name]))
@@ -38,11 +44,17 @@ def _fast_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torc
 
 
 class LoraLinearFunction(torch.autograd.Function):
-    """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ with W (and b) frozen; gradients for x, A and B."""
+    """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ with W (and b) frozen; gradients for x, A and B.
+
+    Computes in ``x``'s dtype (which must be ``W``'s); ``A`` and ``B`` may be wider (fp32 masters)
+    and get their gradients in their own dtype.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+        ctx.master_dtype = lora_a.dtype
+        lora_a, lora_b = lora_a.to(x.dtype), lora_b.to(x.dtype)  # no copy when the dtypes agree
         hidden = x @ lora_a.t()  # tokens × r
         start = F.linear(x, weight, bias)
         out = torch.addmm(start, hidden, lora_b.t(), alpha=scaling)
@@ -53,10 +65,10 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, lora_a, lora_b, hidden = ctx.saved_tensors
-        s = ctx.scaling
+        s, master = ctx.scaling, ctx.master_dtype
         grad_hidden = (grad_out @ lora_b) * s  # tokens × r, small
-        grad_b = (grad_out.t() @ hidden) * s if ctx.needs_input_grad[4] else None
-        grad_a = grad_hidden.t() @ x if ctx.needs_input_grad[3] else None
+        grad_b = ((grad_out.t() @ hidden) * s).to(master) if ctx.needs_input_grad[4] else None
+        grad_a = (grad_hidden.t() @ x).to(master) if ctx.needs_input_grad[3] else None
         grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, grad_a, grad_b, None
 

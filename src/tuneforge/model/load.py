@@ -29,13 +29,13 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(path: Path, device: str | None = None, trust_remote_code: bool = False) -> Any:
-    """A causal language model from ``path`` in fp32 (the fast dtype on CPUs without native bf16)."""
+def load_model(path: Path, device: str | None = None, trust_remote_code: bool = False, dtype: Any = None) -> Any:
+    """A causal language model from ``path``, in fp32 unless ``dtype`` says otherwise (see model.precision)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code)
     except Exception as error:
         raise ModelLoadError(f"could not load a causal language model from {path}: {error}") from None
     return model.to(device or pick_device())

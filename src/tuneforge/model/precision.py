@@ -1,8 +1,15 @@
 """Which number format training computes in, and detecting CPUs that do bf16 natively.
 
 On CPUs without native bf16 (AVX2-only machines) bf16 matrix multiplies are many times slower
-than fp32, so fp32 is the only sane choice there. CPUs with AMX or AVX512-BF16 multiply bf16 several
-times faster than fp32; there ``auto`` picks bf16 autocast (weights and optimizer stay fp32).
+than fp32, so fp32 is the only sane choice there. CPUs with AMX or AVX512-BF16 (and GPUs) multiply
+bf16 several times faster than fp32; there ``auto`` picks bf16.
+
+What bf16 means depends on what is trained:
+- LoRA: the frozen base weights are *stored* in bf16 (half the memory, no per-step casts) and the
+  model computes in bf16, while the adapter weights, their gradients and the optimizer state stay
+  fp32 (PEFT keeps adapters in fp32; ``fast_lora`` casts them down only for the multiplies).
+- Full fine-tuning: the weights stay fp32 (bf16 weights would round small updates away) and the
+  forward pass runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -32,10 +39,24 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def autocast(precision: str, device: str) -> Any:
-    """A context that runs the forward pass in bf16 autocast, or does nothing for fp32."""
+def base_weight_dtype(precision: str, method: str) -> Any:
+    """The dtype to load the base model in: bf16 for LoRA in bf16 (frozen weights), else fp32.
+
+    ``precision`` is a resolved one (``fp32`` or ``bf16``).
+    """
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" and method == "lora" else torch.float32
+
+
+def forward_context(model: Any, precision: str) -> Any:
+    """The context a training forward pass runs in: bf16 autocast where bf16 is asked for but the
+    weights are fp32 (full fine-tuning), else nothing (fp32, or weights already stored in bf16)."""
     if precision != "bf16":
         return contextlib.nullcontext()
     import torch
 
-    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    weight = next((p for p in model.parameters() if p.dim() == 2 and p.dtype.is_floating_point), None)
+    if weight is None or weight.dtype == torch.bfloat16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=weight.device.type, dtype=torch.bfloat16)

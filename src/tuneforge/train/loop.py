@@ -23,10 +23,10 @@ import torch
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.errors import CheckpointError, TrainingError
 from tuneforge.core.memory import current_memory_mb, peak_memory_mb
-from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens
+from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens, split_into_passes
 from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import label_loss_sums, mean_label_loss, perplexity
-from tuneforge.model.precision import autocast, resolve_precision
+from tuneforge.model.precision import forward_context, resolve_precision
 from tuneforge.monitor.events import EventWriter
 from tuneforge.train.checkpoint import (
     checkpoint_name,
@@ -270,10 +270,11 @@ class _Run:
         items = [[self.train_set.items[i] for i in indices] for indices in group]
         group_tokens = sum(item.trained_tokens for batch in items for item in batch)
         loss_sum, correct, processed = 0.0, 0, 0
-        for batch_items in items:
+        passes = [part for batch in items for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
+        for batch_items in passes:
             batch = collate_packed(batch_items) if config.packing else collate(batch_items, self.pad_token_id)
             batch = _to_device(batch, self.device)
-            with autocast(self.precision, self.device):
+            with forward_context(self.model, self.precision):
                 sums = label_loss_sums(self.model, batch)
             (sums.loss_sum / group_tokens).backward()
             loss_sum += float(sums.loss_sum.detach())
