@@ -57,6 +57,7 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "tuneforge-b32": {"framework": "tuneforge", "batch_size": 32},
     "tuneforge-b1": {"framework": "tuneforge", "batch_size": 1},
     "tuneforge-b8-padded": {"framework": "tuneforge", "batch_size": 8, "packing": False},
+    "tuneforge-b8-whole-batches": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": None},
 }
 
 
@@ -222,6 +223,7 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
         "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
         "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
         "gradient_checkpointing": config.get("gradient_checkpointing", False), "precision": config.get("precision", "auto"),
+        **({"micro_batch_tokens": config["micro_batch_tokens"]} if "micro_batch_tokens" in config else {}),
     })
     started = time.perf_counter()
     FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
@@ -383,7 +385,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help=f"configurations to run (default all): {', '.join(CONFIGS)}")
-    parser.add_argument("--no-write", action="store_true", help="print results, do not write BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print results; write neither speed.json nor BENCHMARKS.md")
     args = parser.parse_args()
     if args.worker:
         if args.worker == "untrained":
@@ -411,12 +413,13 @@ def main() -> None:
     for name in names:
         print(f"running {name} ...", flush=True)
         results[name] = run_worker(name)
-        print(f"  {json.dumps(results[name])[:400]}", flush=True)
-        # Written after every configuration, so a long run that is cut short still leaves its figures.
-        (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+        keys = ("tokens_per_second", "peak_rss_mb", "held_out_loss", "precision", "cpu_steal_percent", "error")
+        print("  " + json.dumps({key: results[name][key] for key in keys if key in results[name]})[-600:], flush=True)
         if not args.no_write:
+            # Written after every configuration, so a long run that is cut short still leaves its figures.
             from bench.write_benchmarks import write_benchmarks
 
+            (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
             write_benchmarks()
 
 

@@ -21,6 +21,7 @@ LABELS = {
     "tuneforge-b8": "tuneforge, batch 8 (the default path)",
     "tuneforge-b8-fp32": "tuneforge, batch 8, --precision fp32",
     "tuneforge-b8-padded": "tuneforge, batch 8, packing off (length-grouped padding)",
+    "tuneforge-b8-whole-batches": "tuneforge, batch 8, whole batches (micro_batch_tokens: null)",
     "tuneforge-b8-checkpointing": "tuneforge, batch 8, --gradient-checkpointing",
     "tuneforge-b1": "tuneforge, batch 1",
     "tuneforge-b32": "tuneforge, batch 32",

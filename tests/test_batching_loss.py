@@ -97,7 +97,8 @@ def test_chunked_loss_and_gradients_match(tiny_model_dir, padded_batch, monkeypa
         return float(sums.loss_sum.detach()), sums.correct, model.get_input_embeddings().weight.grad.clone()
 
     whole = loss_and_grad()
-    monkeypatch.setattr(loss_module, "LOGITS_CHUNK_ROWS", 3)  # several recomputed chunks
+    monkeypatch.setattr(loss_module, "LOGITS_CHUNK_ROWS", 3)  # several chunks
+    monkeypatch.setattr(loss_module, "LOGITS_CHUNK_ROWS_TRAINED_HEAD", 3)
     chunked = loss_and_grad()
     assert chunked[0] == pytest.approx(whole[0], rel=1e-5)
     assert chunked[1] == whole[1]

@@ -17,6 +17,7 @@ def test_gradients_equal_transformers_loss(tiny_model_dir, tiny_tokenizer, monke
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(loss_module, "LOGITS_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(loss_module, "LOGITS_CHUNK_ROWS_TRAINED_HEAD", chunk_rows)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # full FT: tied head trains too
     pairs = [("sky?", "blue"), ("what is the colour of grass", "green, mostly"), ("snow", "white")]
     items = [encode_example(tiny_tokenizer, TrainingExample.from_pair(q, a), 64) for q, a in pairs]

