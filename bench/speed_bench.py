@@ -385,6 +385,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help=f"configurations to run (default all): {', '.join(CONFIGS)}")
+    parser.add_argument("--rerun", action="store_true", help="re-measure the --only configurations and keep the other "
+                        "results of bench/results/speed.json (for a configuration that ran while the VM was contended)")
     parser.add_argument("--no-write", action="store_true", help="print results; write neither speed.json nor BENCHMARKS.md")
     args = parser.parse_args()
     if args.worker:
@@ -408,7 +410,11 @@ def main() -> None:
     lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
     config_path = model_dir() / "config.json"
     report["flops_per_token"] = {method: flops_per_token(method, config_path, lengths, lora_params) for method in ("lora", "full")}
-    report["results"] = results = {}
+    previous = RESULTS / "speed.json"
+    kept = json.loads(previous.read_text())["results"] if args.rerun and previous.is_file() else {}
+    report["results"] = results = dict(kept)
+    if kept:
+        report["rerun"] = {"configurations": names, "date": report["date"]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", flush=True)

@@ -92,6 +92,9 @@ def speed_section(report: dict[str, Any]) -> str:
             f"{_f(result['median_step_seconds'], 2)} | {_f(result['peak_rss_mb'], 0)} | {_f(result['held_out_loss'], 4)} | "
             f"{mfu:.0%} | {'—' if steal is None else f'{steal:.0f} %'} |"
         )
+    if report.get("rerun"):
+        lines += ["", f"Re-measured {report['rerun']['date']} with `--rerun` (their first run met heavy CPU steal): "
+                  + ", ".join(LABELS.get(name, name) for name in report["rerun"]["configurations"]) + "."]
     untrained = report.get("untrained", {}).get("held_out_loss")
     lines += ["", f"Held-out loss of the untrained model: {_f(untrained, 4)}.", ""]
     lines += ratio_lines(results)
