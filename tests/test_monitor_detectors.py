@@ -77,6 +77,15 @@ def test_divergence_is_a_rising_trend_above_the_best():
     assert "rising" in divergence[0].message
 
 
+def test_a_noisy_loss_near_zero_is_not_divergence():
+    """Small batches late in training: the loss wobbles between 0.05 and 0.4 — 2x ratios, no trend in nats."""
+    rng = random.Random(5)
+    monitor = TrainingMonitor(total_steps=200)
+    stream = [{**healthy(s, rng), "loss": max(0.02, 2.0 * 0.9 ** s + rng.uniform(0.0, 0.1))} for s in range(1, 60)]
+    stream += [{**healthy(s, rng), "loss": 0.05 + 0.01 * (s - 60) + rng.uniform(0.0, 0.1)} for s in range(60, 80)]
+    assert [i for i in feed(monitor, stream) if i.kind == "divergence"] == []
+
+
 def test_exploding_gradients():
     rng = random.Random(4)
     monitor = TrainingMonitor()

@@ -71,6 +71,7 @@ class MonitorSettings:
     spike_z: float = 6.0  # robust z-score (median / MAD) of a spike
     spike_ratio: float = 1.3  # ... and at least this many times the trailing median
     divergence_ratio: float = 1.3  # smoothed loss this many times its best, and rising
+    divergence_min_rise: float = 0.25  # ... and this much above it in nats: near zero a ratio is noise
     gradient_ratio: float = 10.0  # gradient norm this many times the trailing median
     overfitting_evals: int = 2  # consecutive rising validation losses
     plateau_steps: int = 60  # steps without a 1% improvement of the smoothed loss
@@ -288,7 +289,8 @@ class TrainingMonitor:
         earlier, later = statistics.median(recent[:half]), statistics.median(recent[half:])
         slope = _slope(recent)
         # Medians, not means: a single spike is loss_spike's business, a trend is this one's.
-        if smoothed > s.divergence_ratio * self.best_smoothed and later > earlier * 1.1 and slope > 0:
+        rose = smoothed > s.divergence_ratio * self.best_smoothed and smoothed - self.best_smoothed > s.divergence_min_rise
+        if rose and later > earlier * 1.1 and slope > 0:
             return self._issue("divergence", step,
                                f"the loss is rising: its recent average {smoothed:.4g} is {smoothed / self.best_smoothed:.1f}x "
                                f"the best it reached ({self.best_smoothed:.4g} at step {self.best_smoothed_step})",
