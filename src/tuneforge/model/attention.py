@@ -45,9 +45,7 @@ def packed_attention(
     if query.device.type == "cpu" and dtype == torch.bfloat16:
         query, key, value = query.float(), key.float(), value.float()
     cuts = boundaries.tolist()
-    lengths = [end - start for start, end in zip(cuts[:-1], cuts[1:])]
-    if cuts[-1] < query.shape[2]:  # trailing positions no example covers: attend among themselves
-        lengths.append(query.shape[2] - cuts[-1])
+    lengths = [end - start for start, end in zip(cuts[:-1], cuts[1:])]  # collate_packed covers the whole row
     pieces = [
         F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
         for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
