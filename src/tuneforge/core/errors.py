@@ -53,3 +53,26 @@ class CheckpointError(TuneforgeError):
 
 class TrainingError(TuneforgeError):
     """Training could not go on (for example the loss became NaN)."""
+
+
+class UnknownNameError(TuneforgeError):
+    """A name (method, objective, metric, row format, exporter, sink) is in no registry.
+
+    ``kind`` is what was looked up ("training method"), ``name`` the name given and ``valid`` the
+    names that would have worked; the message lists them.
+    """
+
+    def __init__(self, kind: str, name: str, valid: list[str], hint: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        self.valid = valid
+        choices = ", ".join(valid) if valid else "(none registered)"
+        text = f"unknown {kind} {name!r}; choose from: {choices}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class PluginError(TuneforgeError):
+    """A user plug-in (``module:attribute`` string or entry point) could not be imported or is not
+    the kind of object its registry holds."""
