@@ -22,6 +22,7 @@ from typing import Any, Callable
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.errors import ConfigError, DatasetError, TuneforgeError
 from tuneforge.core.paths import atomic_write_json, atomic_write_text, publish_directory
+from tuneforge.core.status import RunStatus
 from tuneforge.data.examples import TrainingData
 from tuneforge.data.manager import TrainingDataManager
 from tuneforge.data.tokenize import EncodedDataset, encode_examples
@@ -54,7 +55,7 @@ class TrainingResult:
     """The outcome of a run; ``to_dict()`` is exactly what ``results.json`` holds."""
 
     run_dir: Path
-    status: str
+    status: RunStatus  # see core/status.py; compares equal to its word ("succeeded", ...)
     base: ModelEvaluation | None = None
     tuned: ModelEvaluation | None = None
     train: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class TrainingResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "status": str(self.status),
             "base": self.base.performance if self.base else None,
             "tuned": self.tuned.performance if self.tuned else None,
             "train": self.train,
@@ -149,22 +150,22 @@ class FineTuningPipeline:
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         self._sinks = open_sinks(config.report_to, run_dir)
         with EventWriter(run_dir / "events.jsonl") as events, GracefulStop() if self.handle_signals else _NoSignals() as stop:
-            result = TrainingResult(run_dir=run_dir, status="running", data={**data.summary(), **inputs.summary})
+            result = TrainingResult(run_dir=run_dir, status=RunStatus.RUNNING, data={**data.summary(), **inputs.summary})
             notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
                    resume=config.resume, pid=os.getpid())
             try:
                 self._run_stages(data, inputs, run_dir, events, result, stop)
-                if result.status == "running":
-                    result.status = "succeeded"
+                if result.status == RunStatus.RUNNING:
+                    result.status = RunStatus.SUCCEEDED
             except KeyboardInterrupt as interrupt:
-                result.status, result.error = "cancelled", f"stopped at once by {interrupt or 'the user'}"
+                result.status, result.error = RunStatus.CANCELLED, f"stopped at once by {interrupt or 'the user'}"
                 raise
             except TuneforgeError as error:
-                result.status, result.error = "failed", str(error)
+                result.status, result.error = RunStatus.FAILED, str(error)
                 raise
             except Exception as error:  # an unexpected failure is still recorded in the run directory
-                result.status, result.error = "failed", f"{type(error).__name__}: {error}"
+                result.status, result.error = RunStatus.FAILED, f"{type(error).__name__}: {error}"
                 raise
             finally:
                 self._finalize(run_dir, notify, result)
@@ -173,7 +174,7 @@ class FineTuningPipeline:
     def _finalize(self, run_dir: Path, notify: Callable[..., dict[str, Any]], result: TrainingResult) -> None:
         """results.json, the closing event, the report. A full disk must not hide the error that ended the run."""
         for what, write in (("results.json", lambda: atomic_write_json(run_dir / "results.json", result.to_dict())),
-                            ("the run.finished event", lambda: notify("run.finished", status=result.status, error=result.error)),
+                            ("the run.finished event", lambda: notify("run.finished", status=str(result.status), error=result.error)),
                             ("report.html", lambda: write_report(run_dir))):
             try:
                 write()
@@ -265,7 +266,7 @@ class FineTuningPipeline:
                 status = json.loads(results.read_text()).get("status")
             except (OSError, ValueError):
                 status = None
-            if status == "succeeded":
+            if status == RunStatus.SUCCEEDED:
                 raise ConfigError([f"resume: {run_dir} has already finished (results.json says succeeded); nothing to resume"])
         return run_dir
 
@@ -313,7 +314,7 @@ class FineTuningPipeline:
                       stop=stop if isinstance(stop, GracefulStop) else None, monitor_settings=self.monitor_settings)
         result.train = _train_summary(outcome, config)
         if outcome.interrupted:
-            result.status = "interrupted"
+            result.status = RunStatus.INTERRUPTED
             result.error = (f"stopped by {outcome.interrupted} after step {outcome.steps}; "
                             f"continue with: tuneforge resume {run_dir}")
             return

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tuneforge.core.paths import atomic_write_text
+from tuneforge.core.status import RunStatus
 from tuneforge.monitor.events import read_events
 
 Series = tuple[str, str, Sequence[tuple[float, float]]]  # (label, colour, points)
@@ -235,7 +236,7 @@ def build_report(run_dir: Path) -> str:
     """The HTML page of a run, as a string."""
     events = list(read_events(run_dir / "events.jsonl"))
     results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"status": "running"}
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"status": str(RunStatus.RUNNING)}
     steps = latest_by_step([e for e in events if e["type"] == "train.step"])
     evals = latest_by_step([e for e in events if e["type"] == "eval.result"])
     issues = results.get("issues") if results_path.is_file() else [e for e in events if e["type"] == "issue.detected"]

@@ -295,15 +295,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_finetune(config: Any, as_json: bool) -> int:
     from tuneforge.cli import render
+    from tuneforge.core.status import RunStatus
     from tuneforge.pipeline import FineTuningPipeline
 
     with render.TrainingProgress(enabled=not as_json) as progress:
         result = FineTuningPipeline(config, on_event=progress.on_event).train()
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
-    elif result.status != "interrupted":
+    elif result.status != RunStatus.INTERRUPTED:
         render.results(result.to_dict())
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         render.interrupted(result.to_dict())
         return EXIT_STOPPED_BY_SIGNAL
     return 0

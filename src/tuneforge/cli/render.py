@@ -138,6 +138,8 @@ def monitor_summary(run_dir: Any, ended: str | None) -> None:
     import json
     from pathlib import Path
 
+    from tuneforge.core.status import RunStatus
+
     results_path = Path(run_dir) / "results.json"
     saved = json.loads(results_path.read_text()) if results_path.is_file() else None
     if ended == "process_gone":
@@ -147,9 +149,9 @@ def monitor_summary(run_dir: Any, ended: str | None) -> None:
         console.print("[dim]the run has not finished yet; `tuneforge monitor` without --no-follow follows it[/dim]")
     if saved and ended in ("finished", "no_follow"):
         saved.setdefault("run_dir", str(run_dir))
-        if saved.get("status") == "interrupted":
+        if saved.get("status") == RunStatus.INTERRUPTED:
             interrupted(saved)
-        elif saved.get("status") == "succeeded":
+        elif saved.get("status") == RunStatus.SUCCEEDED:
             results(saved)
         else:
             console.print(f"status: [bold]{saved.get('status')}[/bold]" + (f" — {saved['error']}" if saved.get("error") else ""))
