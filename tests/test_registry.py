@@ -127,3 +127,18 @@ def test_entry_points_are_discovered_lazily(plugin_module, monkeypatch) -> None:
     with pytest.raises(PluginError, match="entry point 'no_such_module_xyz:thing'.*failed to load"):
         registry.get("broken_ep")
     assert calls == ["tuneforge.tests"]  # discovered once
+
+
+def test_builtins_modules_are_imported_on_first_lookup(tmp_path, monkeypatch) -> None:
+    registry: Registry[int] = Registry("widget", builtins=("tf_test_builtins_mod",))
+    (tmp_path / "tf_test_builtins_mod.py").write_text(
+        "from tests_registry_holder import REGISTRY\nREGISTRY.register('built_in', 7)\n", encoding="utf-8")
+    holder = type(sys)("tests_registry_holder")
+    holder.REGISTRY = registry
+    monkeypatch.setitem(sys.modules, "tests_registry_holder", holder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "tf_test_builtins_mod" not in sys.modules
+    try:
+        assert registry.names() == ["built_in"] and registry.get("built_in") == 7
+    finally:
+        sys.modules.pop("tf_test_builtins_mod", None)

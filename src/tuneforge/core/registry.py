@@ -21,8 +21,11 @@ its ``pyproject.toml``::
     [project.entry-points."tuneforge.methods"]
     dora = "my_pkg.methods:dora"
 
-Registries sit in ``core`` so that every layer can own one without importing a higher layer; the
-module that defines the built-in entries registers them at import time.
+The registry *instances* that a lower layer must look names up in (config validation sits below
+the model and train code that implements methods and objectives) live in ``core/registries.py``;
+each names its ``builtins``: the modules that register the built-in entries, imported on the first
+lookup. So ``config`` can validate ``method: lora`` without importing the model layer, and the
+entries live beside the code they drive.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class Registry(Generic[T]):
         entry_point_group: str | None = None,
         check: Callable[[str, Any], T] | None = None,
         hint: str = "or give a plug-in as 'module:attribute'",
+        builtins: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
@@ -96,6 +100,12 @@ class Registry(Generic[T]):
         self._hint = hint
         self._entries: dict[str, T] = {}
         self._entry_points: dict[str, Any] | None = None  # name -> EntryPoint, discovered lazily
+        self._builtins = builtins
+        self._builtins_loaded = not builtins
+
+    def set_check(self, check: Callable[[str, Any], T]) -> None:
+        """Install the entry validator (done by the builtins module, which knows the entry type)."""
+        self._check = check
 
     # registering -----------------------------------------------------------------------------
 
@@ -135,6 +145,7 @@ class Registry(Generic[T]):
         config that names it resolves the same way later). Raises ``UnknownNameError`` listing the
         valid names, or ``PluginError`` when a plug-in cannot be imported or is unfit.
         """
+        self._load_builtins()
         if name in self._entries:
             return self._entries[name]
         if isinstance(name, str) and is_plugin_reference(name):
@@ -157,6 +168,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Every name ``get`` accepts without a plug-in reference, sorted (built-ins + entry points)."""
+        self._load_builtins()
         return sorted({*self._entries, *self._discover()} - {n for n in self._entries if is_plugin_reference(n)})
 
     def problem(self, name: str, field: str) -> str | None:
@@ -168,6 +180,7 @@ class Registry(Generic[T]):
         return None
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return isinstance(name, str) and (name in self._entries or name in self._discover())
 
     def __iter__(self) -> Iterator[str]:
@@ -190,6 +203,13 @@ class Registry(Generic[T]):
             raise
         except (TypeError, ValueError) as error:
             raise PluginError(f"{self.kind} {name!r} cannot be used: {error}") from error
+
+    def _load_builtins(self) -> None:
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True  # before importing: the modules register into this registry
+        for module in self._builtins:
+            importlib.import_module(module)
 
     def _discover(self) -> dict[str, Any]:
         if self._entry_points is None:
