@@ -11,8 +11,6 @@ import pytest
 from helpers import write_jsonl
 from tuneforge.core.errors import DatasetError
 from tuneforge.data.examples import TrainingExample
-from tuneforge.data.formats import detect_format, rows_to_examples
-from tuneforge.data.load import read_rows
 from tuneforge.data.manager import TrainingDataManager
 
 ROWS = [
@@ -429,8 +427,10 @@ def test_many_problems_are_capped_in_the_message(tmp_path: Path):
     assert "and 30 more" in str(caught.value)
 
 
-def test_detect_format_on_raw_rows(tmp_path: Path):
-    rows = read_rows(write_jsonl(tmp_path / "d.jsonl", [{"instruction": "i", "input": "x", "output": "o"}]))
-    assert detect_format(rows) == "instruction"
-    with pytest.raises(DatasetError):
-        rows_to_examples(rows, data_format="yaml")
+def test_forced_unknown_format_is_a_tuneforge_error(tmp_path: Path):
+    from tuneforge.core.errors import TuneforgeError
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "i", "input": "x", "output": "o"}])
+    assert load(path)[1] == "instruction"
+    with pytest.raises(TuneforgeError):
+        load(path, data_format="yaml")

@@ -9,17 +9,58 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.core.errors import DatasetError
+
 ROLES = ("system", "user", "assistant")
 
 
-@dataclass
+@dataclass(init=False)
 class TrainingExample:
-    """One example: chat ``messages`` (``role``, ``content``, optional ``weight``) or raw ``text``."""
+    """One example: chat ``messages`` (``role``, ``content``, optional ``weight``) or raw ``text``.
 
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    text: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+    Built from any of the shapes users arrive with, all normalised to chat messages:
+
+    - ``TrainingExample(messages=[{"role": "user", ...}, {"role": "assistant", ...}])``
+    - ``TrainingExample(input="q", output="a")`` and ``TrainingExample(prompt="q", completion="a")``
+      (both with an optional ``system``): a user turn and the assistant's answer;
+    - ``TrainingExample(text="...")``: raw text, every token trained.
+
+    ``input`` and ``output`` read back as properties (the last user turn, the final answer).
+    """
+
+    messages: list[dict[str, Any]]
+    text: str | None
+    metadata: dict[str, Any]
+    source: str
+
+    def __init__(
+        self,
+        messages: list[dict[str, Any]] | None = None,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        source: str = "",
+        *,
+        input: str | None = None,
+        output: str | None = None,
+        prompt: str | None = None,
+        completion: str | None = None,
+        system: str | None = None,
+    ) -> None:
+        self.messages = messages if messages is not None else []
+        self.text = text
+        self.metadata = metadata if metadata is not None else {}
+        self.source = source
+        pair = _pair_of(input, output, prompt, completion)
+        if pair is None and system is not None:
+            raise DatasetError("TrainingExample(system=...) needs input/output or prompt/completion beside it; "
+                               "for chat messages put the system turn in messages")
+        if pair is None:
+            return
+        if self.messages or self.text is not None:
+            raise DatasetError("TrainingExample: give messages, text, input/output or prompt/completion, not several")
+        question, answer = pair
+        self.messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
     @classmethod
     def from_pair(cls, input: str, output: str, system: str | None = None, **kwargs: Any) -> TrainingExample:
@@ -77,3 +118,21 @@ class TrainingData:
 
     def summary(self) -> dict[str, Any]:
         return {"train": len(self.examples), "validation": len(self.validation), "test": len(self.test), **self.metadata}
+
+
+def _pair_of(input: str | None, output: str | None, prompt: str | None,
+             completion: str | None) -> tuple[str, str] | None:
+    """``(question, answer)`` from input/output or prompt/completion; None when neither pair is used."""
+    given = {name: value for name, value in
+             (("input", input), ("output", output), ("prompt", prompt), ("completion", completion)) if value is not None}
+    if not given:
+        return None
+    for question_key, answer_key in (("input", "output"), ("prompt", "completion")):
+        if set(given) == {question_key, answer_key}:
+            question, answer = given[question_key], given[answer_key]
+            if not isinstance(question, str) or not isinstance(answer, str):
+                raise DatasetError(f"TrainingExample: {question_key} and {answer_key} must be text, got "
+                                   f"{type(question).__name__} and {type(answer).__name__}")
+            return question, answer
+    raise DatasetError(f"TrainingExample: got {', '.join(sorted(given))}; give input= with output=, "
+                       "or prompt= with completion=")

@@ -75,6 +75,7 @@ class Finding:
     row: int | None = None  # 1-based row number where lines mean nothing (parquet, saved datasets)
     field: str | None = None
     related: list[int] | None = None  # other lines involved (duplicates, conflicts)
+    other_where: str | None = None  # the other row's ``file:line`` when it is in another file (split leakage)
 
     @property
     def where(self) -> str:
@@ -96,7 +97,7 @@ class Finding:
 
 
 def finding(code: str, message: str, file: str = "", line: int | None = None, row: int | None = None,
-            field: str | None = None, related: list[int] | None = None) -> Finding:
+            field: str | None = None, related: list[int] | None = None, other_where: str | None = None) -> Finding:
     """A ``Finding`` whose severity comes from ``CODES``."""
     severity = CODES[code][0]
-    return Finding(severity, code, message, str(file), line, row, field, related)
+    return Finding(severity, code, message, str(file), line, row, field, related, other_where)

@@ -13,12 +13,9 @@ Any other columns can be used through a ``text_template`` such as ``"{question}\
 
 from __future__ import annotations
 
-import string
 from typing import Any, Callable
 
-from tuneforge.core.errors import DatasetError
 from tuneforge.data.examples import ROLES, TrainingExample
-from tuneforge.data.load import RawRow
 
 # Keys that identify each format, most specific first (instruction rows also have input/output).
 FORMAT_KEYS: dict[str, tuple[str, ...]] = {
@@ -40,30 +37,6 @@ def detect_row_format(row: Any) -> str | None:
         if all(key in row for key in keys):
             return name
     return None
-
-
-def detect_format(rows: list[RawRow]) -> str:
-    """The single format of ``rows``; raises ``DatasetError`` for unknown or mixed formats."""
-    seen: dict[str, list[str]] = {}
-    unknown: list[str] = []
-    for row in rows:
-        name = detect_row_format(row.data)
-        if name is None:
-            keys = sorted(row.data) if isinstance(row.data, dict) else type(row.data).__name__
-            unknown.append(f"{row.where}: no known format (found {keys})")
-        else:
-            seen.setdefault(name, []).append(row.where)
-    if unknown and not seen:
-        raise DatasetError(
-            "could not recognise the data format. Each row needs one of: "
-            + "; ".join(f"{n}: {', '.join(k)}" for n, k in FORMAT_KEYS.items())
-            + " — or pass --text-template '{col} ...' to use other columns",
-            unknown,
-        )
-    if len(seen) > 1:
-        counts = ", ".join(f"{name} ({len(where)} rows, first at {where[0]})" for name, where in seen.items())
-        raise DatasetError(f"rows mix several formats: {counts}; use one format per file")
-    return next(iter(seen))
 
 
 def _text(row: dict[str, Any], key: str, where: str, problems: list[str], required: bool = True) -> str:
@@ -161,52 +134,3 @@ CONVERTERS: dict[str, Callable[[dict[str, Any], str, list[str]], TrainingExample
     "instruction": _instruction,
     "text": _plain_text,
 }
-
-
-def template_fields(template: str) -> list[str]:
-    """The ``{field}`` names used in a text template."""
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
-
-
-def _templated(template: str) -> Callable[[dict[str, Any], str, list[str]], TrainingExample | None]:
-    from tuneforge.config import template_problem
-
-    problem = template_problem(template)
-    if problem:
-        raise DatasetError(f"--text-template {template!r}: {problem}")
-    fields = template_fields(template)
-
-    def convert(row: dict[str, Any], where: str, problems: list[str]) -> TrainingExample | None:
-        before = len(problems)
-        values = {name: _text(row, name, where, problems) for name in fields}
-        if len(problems) > before:
-            return None
-        return TrainingExample(text=template.format(**values), metadata=_metadata(row), source=where)
-
-    return convert
-
-
-def rows_to_examples(rows: list[RawRow], data_format: str = "auto", text_template: str | None = None) -> tuple[list[TrainingExample], str]:
-    """Convert every row; return the examples and the format used.
-
-    Raises ``DatasetError`` listing every bad row (file:line and field) if any row is unusable.
-    """
-    if text_template:
-        converter, name = _templated(text_template), "text_template"
-    else:
-        name = detect_format(rows) if data_format == "auto" else data_format
-        if name not in CONVERTERS:
-            raise DatasetError(f"unknown data format '{name}'; choose one of: auto, {', '.join(CONVERTERS)}")
-        converter = CONVERTERS[name]
-    examples: list[TrainingExample] = []
-    problems: list[str] = []
-    for row in rows:
-        if not isinstance(row.data, dict):
-            problems.append(f"{row.where}: each row must be a JSON object, got {type(row.data).__name__}")
-            continue
-        example = converter(row.data, row.where, problems)
-        if example is not None:
-            examples.append(example)
-    if problems:
-        raise DatasetError(f"{len(problems)} problem(s) in the data ({name} format); fix these rows:", problems)
-    return examples, name

@@ -496,9 +496,11 @@ class Validator:
             for name, (count, locations) in state.formats.items():
                 if name == majority:
                     continue
+                first = _where(state.formats[majority][1][0]) if state.formats[majority][1] else str(state.path)
                 for at in locations:
                     self._emit(at("mixed_formats", f"this row is in {name} format but most rows are {majority} "
-                                  f"({counts}); use one format per file"), row_level=True)
+                                  f"(first at {first}); the rows mix formats ({counts}): use one format per file"),
+                               row_level=True)
                 self.code_counts["mixed_formats"] += count - len(locations)
             if self.keep_examples:
                 self.examples = [kept for kept in self.examples if kept.split != state.split or kept.data_format == majority]
@@ -851,12 +853,19 @@ def load_checked(path: str | Path, options: ValidationOptions | None = None, tok
     validator = Validator(options, tokenizer, keep_examples=True)
     validator.add_file(path, "train")
     report = validator.finish()
-    if not report.ok:
-        fatal = [f for f in report.errors if f in validator.fatal]
-        if not skip_invalid or fatal:
-            if skip_invalid:
-                raise DatasetError(f"{path}: cannot train even without the invalid rows:", [str(f) for f in fatal])
-            report.raise_if_invalid()
+    raise_for_errors(report, validator, skip_invalid)
     examples = [kept.example for kept in validator.examples]
     return CheckedData(examples, report.data_format or "auto", report, list(validator.dropped.values()))
+
+
+def raise_for_errors(report: ValidationReport, validator: Validator, skip_invalid: bool = False) -> None:
+    """Raise ``DatasetError`` for the report's errors: all of them, or with ``skip_invalid`` only those
+    that dropping rows cannot fix (``validator.fatal``: a missing file, wrong columns, too few examples)."""
+    if report.ok:
+        return
+    fatal = [f for f in report.errors if f in validator.fatal]
+    if skip_invalid and fatal:
+        raise DatasetError(f"{report.path}: cannot train even without the invalid rows:", [str(f) for f in fatal])
+    if not skip_invalid:
+        report.raise_if_invalid()
 
