@@ -288,3 +288,193 @@ def test_subprocess_finetune_invalid_config_file(tmp_path, session_dataset):
         assert part in result.stderr, part
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- flags: one name, the config's limits (finding 4)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["eval", "--data", "x.jsonl", "--batch-size", "0"], "--batch-size"),
+    (["eval", "--data", "x.jsonl", "--max-examples", "0"], "--max-examples"),  # 0 no longer silently means all
+    (["eval", "--data", "x.jsonl", "--max-length", "8"], "--max-length"),  # the config's own minimum (16)
+    (["eval", "--data", "x.jsonl", "--max-new-tokens", "many"], "--max-new-tokens"),
+    (["eval", "--data", "x.jsonl", "--text-template", "{question"], "--text-template"),
+    (["chat", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["validate", "x.jsonl", "--batch-size", "-3"], "--batch-size"),
+    (["validate", "x.jsonl", "--epochs", "0"], "--epochs"),
+    (["validate", "x.jsonl", "--test-split", "1.5"], "--test-split"),
+    (["validate", "x.jsonl", "--near-dup", "nan"], "--near-dup"),
+    (["validate", "x.jsonl", "--show", "-1"], "--show"),
+    (["validate", "x.jsonl", "--format", "yaml"], "--data-format/--format"),
+    (["prepare", "x.jsonl", "--out", "d", "--seed", "-1"], "--seed"),
+    (["prepare", "x.jsonl", "--out", "d", "--near-dup", "2"], "--near-dup"),
+    (["monitor", "runs/x", "--interval", "0"], "--interval"),
+    (["demo", "--epochs", "-1"], "--epochs"),
+])
+def test_bad_flag_values_are_usage_errors_naming_the_flag(capsys, argv, flag):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2, err
+    assert "usage:" in err and f"argument {flag}:" in err and "Traceback" not in err
+
+
+def test_numeric_flags_use_the_configs_limits():
+    from tuneforge.cli.flags import config_value
+    from tuneforge.config import FineTuningConfig
+
+    batch_size = config_value("batch_size")
+    assert batch_size("4096") == 4096
+    low = next(m.ge for m in FineTuningConfig.model_fields["max_length"].metadata if hasattr(m, "ge"))
+    assert config_value("max_length")(str(low)) == low
+    with pytest.raises(Exception, match="greater than or equal to"):
+        config_value("max_length")(str(low - 1))
+    with pytest.raises(Exception, match="less than or equal to 4096"):
+        batch_size("4097")
+
+
+def test_one_format_flag_name_everywhere_with_the_old_one_as_alias(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for command in (["eval"], ["validate", "x"], ["prepare", "x", "--out", "d"], ["finetune"]):
+        with pytest.raises(SystemExit):
+            main([command[0], "--help"])
+        out = capsys.readouterr().out
+        assert "--data-format" in out and "--text-template" in out, command
+    parser_args = []
+    from tuneforge.cli.main import build_parser
+
+    for argv in (["validate", "x", "--format", "chat"], ["validate", "x", "--data-format", "chat"],
+                 ["prepare", "x", "--out", "d", "--format", "text"], ["eval", "--data", "x", "--format", "input_output"]):
+        parser_args.append(build_parser().parse_args(argv).data_format)
+    assert parser_args == ["chat", "chat", "text", "input_output"]
+
+
+def test_eval_with_text_template_and_max_examples(capsys, tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"what is {i}?", "answer": f"{i}"} for i in range(6)])
+    code, out, err = run_cli(capsys, "eval", "--data", data, "--model", tiny_model_dir, "--text-template",
+                             "{question} {answer}", "--max-examples", "3", "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["resources"]["examples"] == 3
+    code, _, err = run_cli(capsys, "eval", "--data", data, "--model", tiny_model_dir, "--max-new-tokens", "2")
+    assert code == 1 and "text-template" in err  # without the template the columns are not a known format
+
+
+# ---------------------------------------------------------------- no traceback, ever (finding 5)
+
+
+def _logs(home: Path) -> list[Path]:
+    return sorted((home / "logs").glob("error-*.log")) if (home / "logs").is_dir() else []
+
+
+@pytest.mark.parametrize("error, expected", [
+    (MemoryError(), ["ran out of memory", "--micro-batch-tokens", "--gradient-checkpointing", "--batch-size"]),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 8589934592 bytes"), ["ran out of memory", "--micro-batch-tokens"]),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["ran out of memory", "--gradient-checkpointing"]),
+    (ZeroDivisionError("division by zero"), ["tuneforge report failed unexpectedly", "ZeroDivisionError", "--debug"]),
+])
+def test_an_unexpected_error_is_one_message_and_a_log_not_a_traceback(capsys, monkeypatch, tuneforge_home, tmp_path,
+                                                                       error, expected):
+    import tuneforge.cli.main as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_report", fail)
+    before = _logs(tuneforge_home)
+    code, out, err = run_cli(capsys, "report", tmp_path)
+    assert code == 1 and out == ""
+    assert "Traceback" not in err and err.startswith("error: ")
+    for part in expected:
+        assert part in err, (part, err)
+    [log] = [p for p in _logs(tuneforge_home) if p not in before]
+    assert str(log) in err
+    logged = log.read_text()
+    assert "Traceback (most recent call last)" in logged and type(error).__name__ in logged and "fail" in logged
+
+
+def test_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
+    import tuneforge.cli.main as cli
+
+    def fail(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "cmd_report", fail)
+    for argv in (["--debug", "report", tmp_path], ["report", tmp_path, "--debug"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 1 and "Traceback (most recent call last)" in err and "KeyError" in err
+
+
+def test_out_of_memory_in_training_goes_to_the_run_directory(capsys, monkeypatch, tiny_model_dir, session_dataset, tmp_path):
+    import tuneforge.pipeline as pipeline
+
+    def fit(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123456789 bytes")
+
+    monkeypatch.setattr(pipeline, "fit", fit)
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "finetune", "--data", session_dataset, "--model", tiny_model_dir, "--output", run_dir,
+                             "--no-evaluate-base", "--json")
+    assert code == 1 and "Traceback" not in err
+    assert "ran out of memory" in err and "--micro-batch-tokens" in err and str(run_dir / "error.log") in err
+    assert "Traceback (most recent call last)" in (run_dir / "error.log").read_text()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "--gradient-checkpointing" in results["error"]
+    assert str(run_dir / "error.log") in results["error"]
+
+
+def test_report_on_damaged_results_or_events_names_the_file(capsys, lora_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints", "adapter"))
+    (run_dir / "results.json").write_text('{"status": "succeeded", "train": {')
+    code, _, err = run_cli(capsys, "report", run_dir)
+    assert code == 1 and str(run_dir / "results.json") in err and "damaged" in err and "Traceback" not in err
+    (run_dir / "results.json").write_text("[1, 2]")
+    code, _, err = run_cli(capsys, "report", run_dir)
+    assert code == 1 and str(run_dir / "results.json") in err
+
+    (run_dir / "results.json").unlink()
+    with open(run_dir / "events.jsonl", "ab") as handle:
+        handle.write(b"\xff\xfe garbage \x00\n")  # binary garbage: the line is skipped
+    code, out, err = run_cli(capsys, "report", run_dir)
+    assert code == 0, err
+    with open(run_dir / "events.jsonl", "a") as handle:
+        handle.write(json.dumps({"seq": 10**6, "type": "train.step", "loss": "x"}) + "\n")  # no step
+    code, _, err = run_cli(capsys, "report", run_dir)
+    assert code == 1 and "damaged" in err and "events.jsonl" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["chat", "eval"])
+def test_adapter_run_with_damaged_config_names_the_file(capsys, lora_run, session_dataset, tmp_path, command):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run.run_dir / "adapter", run_dir / "adapter")
+    (run_dir / "config.yaml").write_text("model: [unclosed\n  - : :\n")
+    args = ["chat", "--prompt", "hi"] if command == "chat" else ["eval", "--data", session_dataset]
+    code, _, err = run_cli(capsys, *args, "--adapter", run_dir, "--max-new-tokens", "2")
+    assert code == 1 and "Traceback" not in err
+    assert str(run_dir / "config.yaml") in err and "damaged" in err and "--model" in err
+
+
+def test_subprocess_unexpected_error_has_no_traceback_and_error_log_has_it(tmp_path, session_dataset, tiny_model_dir):
+    """A fresh interpreter: an exception inside training is one message on stderr; RUN_DIR/error.log holds the traceback."""
+    run_dir = tmp_path / "run"
+    script = (
+        "import sys, tuneforge.pipeline as p\n"
+        "def fit(*a, **k):\n    raise ValueError('something nobody foresaw')\n"
+        "p.fit = fit\n"
+        "from tuneforge.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    result = subprocess.run([sys.executable, "-c", script, "finetune", "--data", str(session_dataset), "--model",
+                             str(tiny_model_dir), "--output", str(run_dir), "--no-evaluate-base", "--epochs", "1"],
+                            capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "something nobody foresaw" in result.stderr and str(run_dir / "error.log") in result.stderr
+    logged = (run_dir / "error.log").read_text()
+    assert "Traceback (most recent call last)" in logged and "ValueError: something nobody foresaw" in logged

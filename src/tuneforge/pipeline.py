@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.errors import ConfigError, DatasetError, TuneforgeError
+from tuneforge.core.failures import describe_failure, write_error_log
 from tuneforge.core.paths import atomic_write_json, atomic_write_text, publish_directory
 from tuneforge.core.status import RunStatus
 from tuneforge.data.examples import TrainingData
@@ -164,8 +165,10 @@ class FineTuningPipeline:
             except TuneforgeError as error:
                 result.status, result.error = RunStatus.FAILED, str(error)
                 raise
-            except Exception as error:  # an unexpected failure is still recorded in the run directory
-                result.status, result.error = RunStatus.FAILED, f"{type(error).__name__}: {error}"
+            except Exception as error:  # an unexpected failure is still recorded, its traceback in RUN_DIR/error.log
+                log = write_error_log(error, run_dir)
+                result.status = RunStatus.FAILED
+                result.error = describe_failure(error, "the run") + (f"; the traceback is in {log}" if log else "")
                 raise
             finally:
                 self._finalize(run_dir, notify, result)
@@ -178,7 +181,7 @@ class FineTuningPipeline:
                             ("report.html", lambda: write_report(run_dir))):
             try:
                 write()
-            except OSError as error:
+            except (OSError, TuneforgeError) as error:
                 logger.warning("could not write %s in %s: %s", what, run_dir, error)
         for sink in self._sinks:
             sink.close()

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from tuneforge.core.paths import atomic_write_text
+from tuneforge.core.errors import CheckpointError
+from tuneforge.core.paths import atomic_write_text, read_json_object
 from tuneforge.core.status import RunStatus
 from tuneforge.monitor.events import read_events
 
@@ -232,14 +233,31 @@ def _timeline(events: Sequence[dict[str, Any]]) -> str:
     return "<table class='text'><tr><th>step</th><th>event</th></tr>" + "".join(rows) + "</table>" if rows else ""
 
 
+RESULTS_FIX = ("results.json is rewritten when the run finishes: `tuneforge resume` an unfinished run, or delete the "
+               "damaged file and run `tuneforge report` again for what events.jsonl holds")
+
+
 def build_report(run_dir: Path) -> str:
-    """The HTML page of a run, as a string."""
-    events = list(read_events(run_dir / "events.jsonl"))
+    """The HTML page of a run, as a string.
+
+    Raises ``CheckpointError`` naming the file when ``results.json`` or ``events.jsonl`` is damaged.
+    """
     results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"status": str(RunStatus.RUNNING)}
+    results = read_json_object(results_path, RESULTS_FIX) if results_path.is_file() else {"status": str(RunStatus.RUNNING)}
+    events = list(read_events(run_dir / "events.jsonl"))
+    try:
+        return _page(run_dir, events, results, results_path.is_file())
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # a field of the wrong type or missing
+        raise CheckpointError(
+            f"the records of {run_dir} are damaged ({type(error).__name__}: {error}) in events.jsonl or results.json; "
+            "check them for hand edits, or restore them from a copy"
+        ) from None
+
+
+def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], finished: bool) -> str:
     steps = latest_by_step([e for e in events if e["type"] == "train.step"])
     evals = latest_by_step([e for e in events if e["type"] == "eval.result"])
-    issues = results.get("issues") if results_path.is_file() else [e for e in events if e["type"] == "issue.detected"]
+    issues = results.get("issues") if finished else [e for e in events if e["type"] == "issue.detected"]
     markers = _markers(events)
     curve = lambda key: [(e["step"], _number(e.get(key))) for e in steps if key in e]  # noqa: E731
     charts = [

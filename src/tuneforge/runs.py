@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,26 +9,45 @@ import yaml
 
 from tuneforge.config import DEFAULT_MODEL
 from tuneforge.core.errors import CheckpointError
+from tuneforge.core.paths import read_json_object
 from tuneforge.model.adapters import load_adapter
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved config a run was started with (``config.yaml``)."""
+    """The resolved config a run was started with (``config.yaml``); {} when the run has none.
+
+    Raises ``CheckpointError`` naming the file when it is damaged (not YAML, not a mapping).
+    """
     path = run_dir / "config.yaml"
     if not path.is_file():
         return {}
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else {}
+    fix = "restore it from a copy, or name the base model with --model"
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}; {fix}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is damaged (not valid YAML: {_one_line(error)}); {fix}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} is damaged (it holds a {type(loaded).__name__}, not field: value pairs); {fix}")
+    return loaded
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
-    """``results.json`` of a run; raises ``CheckpointError`` if the run has none."""
+    """``results.json`` of a run; raises ``CheckpointError`` if the run has none or it is damaged."""
     path = run_dir / "results.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no results.json; is it a tuneforge run directory that has finished?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_object(path, "it is rewritten when the run finishes; `tuneforge resume` an unfinished run, "
+                                  "or delete the file and run `tuneforge report` for what events.jsonl holds")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_trained(adapter: str | Path | None = None, model: str | None = None, device: str | None = None) -> tuple[Any, Any, str]:

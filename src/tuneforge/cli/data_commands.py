@@ -39,6 +39,7 @@ augmentation methods (train split only; they change the prompt, never the answer
 
 def add_data_commands(subparsers: Any) -> None:
     """Register ``validate`` and ``prepare`` on the ``tuneforge`` sub-command parser."""
+    from tuneforge.cli.flags import add_format_flags, bounded, config_value
     validate = subparsers.add_parser(
         "validate", help="the data doctor: every problem with file:line, statistics, token counts, estimates",
         description="Read a data file once and report every problem (file, line, field), split into errors and "
@@ -50,29 +51,37 @@ def add_data_commands(subparsers: Any) -> None:
                           "or a directory of train/validation/test files")
     validate.add_argument("--model", help="count tokens with this model's tokenizer and chat template (name, directory, "
                           ".gguf or cached hub id; default: none, lengths in characters)")
-    _format_flags(validate)
-    validate.add_argument("--max-length", type=int, default=512, help="tokens per example in training (default: 512)")
+    add_format_flags(validate)
+    validate.add_argument("--max-length", type=config_value("max_length"), default=512, metavar="N",
+                          help="tokens per example in training (default: 512)")
     validate.add_argument("--train-on-prompt", action="store_true", help="count prompt tokens as trained, as training would")
-    validate.add_argument("--batch-size", type=int, default=8, help="for steps per epoch (default: 8)")
-    validate.add_argument("--gradient-accumulation-steps", type=int, default=1, help="(default: 1)")
-    validate.add_argument("--epochs", type=float, default=3.0, help="for total steps and time (default: 3)")
-    validate.add_argument("--validation-split", type=float, default=0.1, help="share held out, as finetune (default: 0.1)")
-    validate.add_argument("--test-split", type=float, default=0.1, help="share held out, as finetune (default: 0.1)")
-    validate.add_argument("--near-dup", type=float, default=0.85, metavar="T",
+    validate.add_argument("--batch-size", type=config_value("batch_size"), default=8, metavar="N",
+                          help="for steps per epoch (default: 8)")
+    validate.add_argument("--gradient-accumulation-steps", type=config_value("gradient_accumulation_steps"), default=1, metavar="N",
+                          help="(default: 1)")
+    validate.add_argument("--epochs", type=config_value("epochs"), default=3.0, metavar="X",
+                          help="for total steps and time (default: 3)")
+    validate.add_argument("--validation-split", type=config_value("validation_split"), default=0.1, metavar="X",
+                          help="share held out, as finetune (default: 0.1)")
+    validate.add_argument("--test-split", type=config_value("test_split"), default=0.1, metavar="X",
+                          help="share held out, as finetune (default: 0.1)")
+    validate.add_argument("--near-dup", type=bounded(float, ge=0, le=1), default=0.85, metavar="T",
                           help="similarity above which two examples are near duplicates; 0 turns the check off (default: 0.85)")
-    validate.add_argument("--near-dup-max-rows", type=int, default=100_000, metavar="N",
+    validate.add_argument("--near-dup-max-rows", type=bounded(int, ge=0), default=100_000, metavar="N",
                           help="search near duplicates among the first N examples; 0 for all (default: 100000)")
     validate.add_argument("--no-sensitive", action="store_true", help="skip the personal-data and secrets scan")
-    validate.add_argument("--max-findings", type=int, default=1000, metavar="N",
+    validate.add_argument("--max-findings", type=bounded(int, ge=0), default=1000, metavar="N",
                           help="list at most N findings per code (all are counted); 0 lists all (default: 1000)")
-    validate.add_argument("--show", type=int, default=20, metavar="N", help="findings per code shown on the terminal (default: 20)")
-    validate.add_argument("--show-tokens", type=int, default=0, metavar="N",
+    validate.add_argument("--show", type=bounded(int, ge=0), default=20, metavar="N",
+                          help="findings per code shown on the terminal (default: 20)")
+    validate.add_argument("--show-tokens", type=bounded(int, ge=0), default=0, metavar="N",
                           help="print N examples with the trained tokens marked (needs a tokenizer: --model, "
                           "default smollm2-135m-instruct)")
     validate.add_argument("--estimate-time", action="store_true", help="time a few training steps on this machine "
                           "(loads the model: --model, default smollm2-135m-instruct) and estimate training time")
-    validate.add_argument("--method", choices=["lora", "full"], default="lora", help="for --estimate-time (default: lora)")
-    validate.add_argument("--cost-per-hour", type=float, default=None, metavar="X", help="price of an hour of this machine")
+    validate.add_argument("--method", choices=_choices("method"), default="lora", help="for --estimate-time (default: lora)")
+    validate.add_argument("--cost-per-hour", type=config_value("cost_per_hour"), default=None, metavar="X",
+                          help="price of an hour of this machine")
     validate.add_argument("--trust-remote-code", action="store_true", help="allow the model's own tokenizer code")
     validate.add_argument("--json", action="store_true", help="print the findings and statistics as JSON")
     validate.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report here")
@@ -89,27 +98,33 @@ def add_data_commands(subparsers: Any) -> None:
     )
     prepare.add_argument("data", metavar="DATA", help="the raw data file")
     prepare.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced if it holds an earlier prepare)")
-    _format_flags(prepare)
+    add_format_flags(prepare)
     prepare.add_argument("--dedup", action="store_true", help="drop exact duplicates (after cleaning)")
-    prepare.add_argument("--near-dup", type=float, default=None, metavar="T", help="drop near duplicates at similarity T, e.g. 0.9")
+    prepare.add_argument("--near-dup", type=bounded(float, gt=0, le=1), default=None, metavar="T",
+                         help="drop near duplicates at similarity T, e.g. 0.9")
     prepare.add_argument("--balance", choices=["oversample", "undersample"], help="equalise labels in the train split")
-    prepare.add_argument("--label-field", metavar="FIELD", help="the label for --balance (default: --stratify, else label/answer)")
+    prepare.add_argument("--label-field", metavar="FIELD",
+                         help="the label for --balance (default: --stratify, else label/answer)")
     prepare.add_argument("--augment", default="", metavar="M,M", help="augment the train split: typo, lowercase, no-punct")
-    prepare.add_argument("--split", default="0.8,0.1,0.1", metavar="T,V[,E]", help="train,validation[,test] shares (default: 0.8,0.1,0.1)")
+    prepare.add_argument("--split", default="0.8,0.1,0.1", metavar="T,V[,E]",
+                         help="train,validation[,test] shares (default: 0.8,0.1,0.1)")
     prepare.add_argument("--stratify", metavar="FIELD", help="keep FIELD's distribution equal across splits (e.g. label, output)")
-    prepare.add_argument("--group-similarity", type=float, default=0.9, metavar="T",
+    prepare.add_argument("--group-similarity", type=bounded(float, gt=0, le=1), default=0.9, metavar="T",
                          help="prompts at least this similar stay in one split (default: 0.9; 1 = only equal prompts)")
-    prepare.add_argument("--seed", type=int, default=42, help="seed of the split, sampling and augmentation (default: 42)")
+    prepare.add_argument("--seed", type=config_value("seed"), default=42, metavar="N",
+                         help="seed of the split, sampling and augmentation (default: 42)")
     prepare.add_argument("--force", action="store_true", help="replace DIR even if it holds other files")
     prepare.add_argument("--json", action="store_true", help="print the manifest as JSON")
     prepare.set_defaults(handler=cmd_prepare)
 
 
-def _format_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", dest="data_format", default="auto",
-                        choices=["auto", "chat", "prompt_completion", "input_output", "instruction", "text"],
-                        help="row format (default: auto-detected)")
-    parser.add_argument("--text-template", metavar="TEMPLATE", help="use any columns, e.g. '{question}\\n{answer}'")
+def _choices(name: str) -> list[str]:
+    """The values a config field of Literal type accepts (``method``: lora, full ...)."""
+    from typing import get_args
+
+    from tuneforge.config import FineTuningConfig
+
+    return [str(choice) for choice in get_args(FineTuningConfig.model_fields[name].annotation)]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

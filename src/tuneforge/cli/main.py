@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, get_args, get_origin
 
@@ -148,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error "
+                        "(otherwise it goes to RUN_DIR/error.log or $TUNEFORGE_HOME/logs/)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from tuneforge.cli.flags import add_format_flags, bounded, config_value
     from tuneforge.cli.data_commands import add_data_commands
     add_data_commands(commands)
 
@@ -173,11 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data", required=True, help="the examples to score")
     _model_flags(evaluate)
-    evaluate.add_argument("--data-format", default="auto", help="row format (default: auto)")
-    evaluate.add_argument("--max-examples", type=int, default=None, help="score only the first N examples")
-    evaluate.add_argument("--max-length", type=int, default=512, help="tokens per example (default: 512)")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="examples per batch (default: 8)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    add_format_flags(evaluate)
+    evaluate.add_argument("--max-examples", type=config_value("max_eval_examples"), default=None, metavar="N",
+                          help="score only the first N examples (default: all)")
+    evaluate.add_argument("--max-length", type=config_value("max_length"), default=512, metavar="N",
+                          help="tokens per example (default: 512)")
+    evaluate.add_argument("--batch-size", type=config_value("batch_size"), default=8, metavar="N",
+                          help="examples per batch (default: 8)")
+    evaluate.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
+                          help="answer length limit (default: 64)")
     evaluate.add_argument("--predictions", metavar="JSONL", help="also write every prediction to this file")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.set_defaults(handler=cmd_eval)
@@ -190,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(chat)
     chat.add_argument("--prompt", help="answer this one message and exit")
     chat.add_argument("--system", help="a system message to start the conversation with")
-    chat.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default: 256)")
+    chat.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=256, metavar="N",
+                      help="answer length limit (default: 256)")
     chat.set_defaults(handler=cmd_chat)
 
     report = commands.add_parser(
@@ -219,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("run_dir", metavar="RUN_DIR", help="a tuneforge run directory")
     monitor.add_argument("--no-follow", action="store_true", help="show what has been written so far and exit")
     monitor.add_argument("--json", action="store_true", help="print the events as JSON lines instead")
-    monitor.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="how often to look for new events (default: 0.5)")
+    monitor.add_argument("--interval", type=bounded(float, gt=0, le=3600), default=0.5, metavar="SECONDS", help="how often to look for new events (default: 0.5)")
     monitor.set_defaults(handler=cmd_monitor)
 
     demo = commands.add_parser(
@@ -228,9 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SmolLM2-135M-Instruct, then prints base vs tuned on the held-out test split.",
     )
     demo.add_argument("--output", default=None, help="run directory (default: runs/demo-<time>)")
-    demo.add_argument("--epochs", type=float, default=None, help="passes over the training split")
+    demo.add_argument("--epochs", type=config_value("epochs"), default=None, metavar="X",
+                      help="passes over the training split (default: 1)")
     demo.add_argument("--json", action="store_true", help="print results.json instead of tables")
     demo.set_defaults(handler=cmd_demo)
+    for command in commands.choices.values():  # --debug also after the command name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -316,8 +328,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.evaluate.run import evaluate_model
     from tuneforge.runs import load_trained
 
-    examples, _ = TrainingDataManager(args.data_format).load(args.data)
-    examples = examples[: args.max_examples] if args.max_examples else examples
+    examples, _ = TrainingDataManager(args.data_format, args.text_template).load(args.data)
+    if args.max_examples is not None:
+        examples = examples[: args.max_examples]
     model, tokenizer, description = load_trained(args.adapter, args.model)
     with render.Spinner(f"evaluating {description} on {len(examples)} examples", enabled=not args.json):
         evaluation = evaluate_model(model, tokenizer, examples, max_length=args.max_length,
@@ -367,22 +380,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tuneforge`` command."""
+    """Entry point of the ``tuneforge`` command.
+
+    No error reaches the user as a Python traceback: a ``TuneforgeError`` prints its message; any
+    other exception prints what failed and what to try, and its traceback goes to the run
+    directory's ``error.log`` (or ``$TUNEFORGE_HOME/logs/``), or to the terminal with ``--debug``.
+    """
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     from tuneforge.core.errors import TuneforgeError
 
     handler: Callable[[argparse.Namespace], int] = args.handler
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("TUNEFORGE_DEBUG", "") not in ("", "0")
     try:
         return handler(args)
     except TuneforgeError as error:
+        if debug:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: stopped at once. A run directory keeps its last complete checkpoint; "
               "continue it with: tuneforge resume RUN_DIR", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, out of memory, a broken install: a message, the traceback in a log
+        return _unexpected_failure(error, args.command, debug)
+
+
+def _unexpected_failure(error: Exception, command: str, debug: bool) -> int:
+    """Print one message for an exception nobody foresaw; keep its traceback where ``--debug`` or a log shows it."""
+    from tuneforge.core.failures import describe_failure, is_out_of_memory, logged_at, write_error_log
+
+    message = describe_failure(error, f"tuneforge {command}")
+    if debug:
+        traceback.print_exc()
+        where = "the traceback is above"
+    else:
+        log = logged_at(error) or write_error_log(error)
+        where = f"the full traceback is in {log}" if log else "run again with --debug to see the traceback"
+    advice = "" if is_out_of_memory(error) else (
+        "; if it happens again, run with --debug and report it with the traceback")
+    print(f"error: {message}\n  {where}{advice}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

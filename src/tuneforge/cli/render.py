@@ -135,13 +135,12 @@ def interrupted(result: dict[str, Any]) -> None:
 
 def monitor_summary(run_dir: Any, ended: str | None) -> None:
     """The closing lines of ``tuneforge monitor``."""
-    import json
     from pathlib import Path
 
     from tuneforge.core.status import RunStatus
+    from tuneforge.runs import read_results
 
-    results_path = Path(run_dir) / "results.json"
-    saved = json.loads(results_path.read_text()) if results_path.is_file() else None
+    saved = read_results(Path(run_dir)) if (Path(run_dir) / "results.json").is_file() else None
     if ended == "process_gone":
         console.print(f"[yellow]the run's process is gone without finishing (killed?); continue it with: "
                       f"tuneforge resume {run_dir}[/yellow]", soft_wrap=True)

@@ -15,6 +15,21 @@ def tuneforge_home() -> Path:
     return Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge")
 
 
+def read_json_object(path: Path, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a damaged file raises ``CheckpointError`` naming it and saying ``fix``."""
+    from tuneforge.core.errors import CheckpointError
+
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}; {fix}") from None
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} is damaged (not valid JSON: {error}); {fix}") from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} is damaged (it holds a {type(loaded).__name__}, not an object); {fix}")
+    return loaded
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename inside it survives a power cut."""
     try:

@@ -66,7 +66,7 @@ def read_events(path: Path, after: int = -1) -> Iterator[dict[str, Any]]:
     """Yield the events of ``path`` with ``seq > after``; a torn last line (a crash mid-write) is skipped."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:  # a damaged line is skipped, not fatal
         for line in handle:
             try:
                 event = json.loads(line)

@@ -1,0 +1,78 @@
+"""Flag types shared by every command: values are checked by argparse, with the config's own rules.
+
+A numeric flag that is also a ``FineTuningConfig`` field (``--batch-size``, ``--max-length``,
+``--epochs`` ...) is parsed with that field's type and limits (``config_value("batch_size")``), so
+``tuneforge eval --batch-size 0`` is refused exactly as ``batch_size: 0`` in a config file is, and
+the limits live in one place. Flags of other commands use ``bounded(int, ge=0)`` and the like. A bad
+value is wrong usage: argparse prints the usage line and ``argument --flag: what is wrong``, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import lru_cache
+from typing import Annotated, Any, Callable
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+
+FORMAT_HELP = "row format (default: auto-detected from the columns)"
+
+
+def config_value(name: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses a flag's text as ``FineTuningConfig.<name>`` (its type and limits)."""
+    from tuneforge.config import FineTuningConfig
+
+    field = FineTuningConfig.model_fields[name]
+    return _checker(Annotated[(field.annotation, *field.metadata)], name)
+
+
+def bounded(kind: type, **limits: Any) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a flag outside the config: ``kind`` with pydantic limits (``ge``, ``gt``, ``le``, ``lt``)."""
+    return _checker(Annotated[kind, Field(**limits)], kind.__name__)
+
+
+def _checker(annotation: Any, name: str) -> Callable[[str], Any]:
+    adapter = _adapter(annotation)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as error:
+            message = error.errors()[0]["msg"].replace("Input should be", "must be")
+            raise argparse.ArgumentTypeError(f"{message} (got {text!r})") from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+@lru_cache(maxsize=None)
+def _adapter(annotation: Any) -> TypeAdapter:
+    return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False))
+
+
+def data_format_choices() -> list[str]:
+    """The row formats a flag accepts: the ``data_format`` field's choices."""
+    from typing import get_args
+
+    from tuneforge.config import FineTuningConfig
+
+    return list(get_args(FineTuningConfig.model_fields["data_format"].annotation))
+
+
+def add_format_flags(parser: argparse.ArgumentParser) -> None:
+    """``--data-format`` (alias ``--format``, its old name in validate/prepare) and ``--text-template``."""
+    choices = data_format_choices()
+    parser.add_argument("--data-format", "--format", dest="data_format", default="auto", choices=choices or None,
+                        metavar="FORMAT", help=FORMAT_HELP + ("; one of: " + ", ".join(choices) if choices else ""))
+    parser.add_argument("--text-template", metavar="TEMPLATE", type=text_template,
+                        help="use any columns, e.g. '{question}\\n{answer}' (every token is trained)")
+
+
+def text_template(text: str) -> str:
+    """An argparse ``type=`` for ``--text-template``: the config's own template check."""
+    from tuneforge.config import template_problem
+
+    problem = template_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem} (got {text!r})")
+    return text
