@@ -128,6 +128,7 @@ class FineTuningPipeline:
         self.on_event = on_event or (lambda event: None)
         # SIGINT/SIGTERM during training: finish the step, save a checkpoint, return status "interrupted".
         self.handle_signals = handle_signals
+        self._stop = GracefulStop(handle_signals)  # also what request_stop sets; one per train() call
         self._sinks: list[Any] = []
         self._prior_issues: list[dict[str, Any]] = []
 
@@ -150,7 +151,8 @@ class FineTuningPipeline:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         self._sinks = open_sinks(config.report_to, run_dir)
-        with EventWriter(run_dir / "events.jsonl") as events, GracefulStop() if self.handle_signals else _NoSignals() as stop:
+        stop = self._stop
+        with EventWriter(run_dir / "events.jsonl") as events, stop:
             result = TrainingResult(run_dir=run_dir, status=RunStatus.RUNNING, data={**data.summary(), **inputs.summary})
             notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
@@ -172,7 +174,20 @@ class FineTuningPipeline:
                 raise
             finally:
                 self._finalize(run_dir, notify, result)
+                self._stop = GracefulStop(self.handle_signals)  # a request belongs to the run it was made for
         return result
+
+    def request_stop(self, reason: str = "stop requested") -> bool:
+        """Ask the run to stop at the next optimizer-step boundary, as SIGTERM does; safe from any thread.
+
+        For code holding a run: a job runner cancelling, a search pruner, an ``on_event`` callback. The
+        step in progress is finished, a checkpoint saved, and ``train()`` returns status
+        ``interrupted`` with ``reason`` in ``results.json`` (``train.interrupted``, ``error``) and the
+        ``train.interrupted`` event; ``resume`` continues exactly. Asked before training starts, the
+        run stops before its first step; asked after its last step, the run finishes as usual.
+        Returns whether this request was the first (a later one does not replace its reason).
+        """
+        return self._stop.request(reason)
 
     def _finalize(self, run_dir: Path, notify: Callable[..., dict[str, Any]], result: TrainingResult) -> None:
         """results.json, the closing event, the report. A full disk must not hide the error that ended the run."""
@@ -274,7 +289,7 @@ class FineTuningPipeline:
         return run_dir
 
     def _run_stages(self, data: TrainingData, inputs: EncodedInputs, run_dir: Path, events: EventWriter,
-                    result: TrainingResult, stop: Any = None) -> None:
+                    result: TrainingResult, stop: GracefulStop) -> None:
         import torch
 
         config = self.config
@@ -314,12 +329,12 @@ class FineTuningPipeline:
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
                       save_weights=_save_weights, on_event=lambda event: self._observe(event, result),
-                      stop=stop if isinstance(stop, GracefulStop) else None, monitor_settings=self.monitor_settings)
+                      stop=stop, monitor_settings=self.monitor_settings)
         result.train = _train_summary(outcome, config)
         if outcome.interrupted:
             result.status = RunStatus.INTERRUPTED
-            result.error = (f"stopped by {outcome.interrupted} after step {outcome.steps}; "
-                            f"continue with: tuneforge resume {run_dir}")
+            by = outcome.interrupted if stop.signal_name else f"request ({outcome.interrupted})"
+            result.error = f"stopped by {by} after step {outcome.steps}; continue with: tuneforge resume {run_dir}"
             return
         _publish_final(model, tokenizer, run_dir, config.method)
         notify("model.saved", path="adapter" if config.method == "lora" else "model", step=outcome.final_weights_step)
@@ -355,16 +370,6 @@ def _live_writer(run_dir: Path) -> int | None:
     if finished or not isinstance(pid, int) or pid == os.getpid():
         return None
     return pid if process_alive(pid) else None
-
-
-class _NoSignals:
-    """Stands in for ``GracefulStop`` when the caller handles signals itself."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _save_weights(model: Any, out_dir: Path) -> None:

@@ -70,7 +70,7 @@ class TrainOutcome:
     best_step: int | None = None
     final_weights_step: int = 0  # the step whose weights the model holds at the end (best or last)
     stopped_early: dict[str, Any] | None = None  # {"step", "reason"} when training ended before its plan
-    interrupted: str | None = None  # the signal that stopped training at a step boundary
+    interrupted: str | None = None  # why training stopped at a step boundary: the signal's name or the request's reason
     checkpoint: str | None = None  # the newest checkpoint, relative to the run directory
     resumed_from_step: int | None = None
     rollbacks: int = 0
@@ -432,7 +432,7 @@ class _Run:
         return path
 
     def save_interrupted(self, stop: GracefulStop) -> None:
-        """A signal asked to stop: checkpoint this step boundary (unless just saved) so resume loses nothing."""
+        """A signal or ``request_stop`` asked to stop: checkpoint this step boundary (unless just saved) so resume loses nothing."""
         if self.state.step > 0 and self.last_saved_step != self.state.step:
             pause = time.perf_counter()
             self.save()
@@ -440,8 +440,9 @@ class _Run:
         elif self.last_saved_step == self.state.step and self.state.step > 0:
             self.outcome.checkpoint = f"checkpoints/{checkpoint_name(self.state.step)}"
         stop.acknowledge()
-        self.outcome.interrupted = stop.signal_name
-        self.emit("train.interrupted", step=self.state.step, signal=stop.signal_name, checkpoint=self.outcome.checkpoint)
+        self.outcome.interrupted = stop.reason
+        self.emit("train.interrupted", step=self.state.step, signal=stop.signal_name, reason=stop.reason,
+                  checkpoint=self.outcome.checkpoint)
 
     def select_final_weights(self) -> None:
         """With ``final_weights: best``, load the best checkpoint's weights when it is not the last step."""
