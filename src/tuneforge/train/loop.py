@@ -312,6 +312,7 @@ class _Run:
             "tokens_per_second": state.processed_tokens / max(elapsed, 1e-9),
             "step_tokens_per_second": processed / max(step_seconds, 1e-9),
             "memory_mb": current_memory_mb(), "elapsed_seconds": round(elapsed, 3),
+            "trained_tokens": group_tokens,  # the loss is a mean over these: the monitor allows for its noise
         }
         if self.device == "cuda":
             metrics["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 1e6, 1)

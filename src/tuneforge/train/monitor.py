@@ -8,16 +8,23 @@ kind                   severity  detected when
 =====================  ========  =========================================================================
 nan_loss               error     the loss is NaN or infinite
 nan_gradient           error     the loss is finite but the gradient norm is not
-loss_spike             warning   a loss far above the recent ones (robust z-score over a trailing window)
-divergence             error     the loss trends upwards, well above the best it reached
+loss_spike             warning   a loss far above the recent ones, beyond what chance gives a step of its token count
+divergence             error     the loss trends upwards, well above the best it reached (and above chance)
 exploding_gradients    warning   a gradient norm many times the recent median
 overfitting            warning   validation loss rose for k evaluations in a row while training loss fell
 plateau                info      the training loss stopped improving while the learning rate is still high
 lr_too_high            warning   early on, the loss climbs above where it started
 lr_too_low             info      after the warm-up, the loss has hardly moved from where it started
 throughput_drop        warning   tokens per second fell to a fraction of what the run had been doing
-memory_creep           warning   memory grows step after step (a leak)
+memory_creep           warning   memory grows step after step (a leak), measured from the level after warm-up
 =====================  ========  =========================================================================
+
+A step's loss is a mean over its labelled tokens (``trained_tokens`` in the metrics), so its noise
+shrinks with their count: one answer token the model gets wrong moves the loss of a 16-token step
+by a fifth of a nat, and of a 2,000-token step by nothing. The loss detectors allow for that noise
+(``sampling_noise``) on top of the spread they see, so a healthy run of one-token answers in small
+batches raises nothing while a real spike or divergence still stands out. Without ``trained_tokens``
+they judge by the spread alone.
 
 Every issue carries the step, a plain-language explanation with the numbers that triggered it and
 a suggested fix. The monitor only observes; what to do about an issue (warn, stop, roll back) is
@@ -70,9 +77,12 @@ class MonitorSettings:
     min_history: int = 8  # steps before spike and gradient checks start
     spike_z: float = 6.0  # robust z-score (median / MAD) of a spike
     spike_ratio: float = 1.3  # ... and at least this many times the trailing median
+    spike_min_rise: float = 0.25  # ... and this much above it in nats: near zero a ratio is noise
     divergence_ratio: float = 1.3  # smoothed loss this many times its best, and rising
     divergence_min_rise: float = 0.25  # ... and this much above it in nats: near zero a ratio is noise
+    divergence_noise_z: float = 4.0  # ... and this many times the chance noise of a 5-step level
     gradient_ratio: float = 10.0  # gradient norm this many times the trailing median
+    gradient_reference_tokens: int = 64  # ... times sqrt(this / the step's labelled tokens) when a step has fewer
     overfitting_evals: int = 2  # consecutive rising validation losses
     plateau_steps: int = 60  # steps without a 1% improvement of the smoothed loss
     plateau_min_lr_fraction: float = 0.2  # no plateau alarm once the schedule has decayed below this
@@ -82,11 +92,34 @@ class MonitorSettings:
     throughput_ratio: float = 0.25  # recent tokens/s below this fraction of the run's median
     memory_growth_mb: float = 512.0  # growth that counts as creep (and at least memory_growth_ratio)
     memory_growth_ratio: float = 0.25
+    memory_warmup_steps: int = 20  # allocators and caches fill over the first steps: the baseline is taken after them
+    memory_baseline_steps: int = 10  # readings whose median is the baseline (taken again after the first evaluation)
     cooldown_steps: int = 25
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _tokens(metrics: Mapping[str, Any]) -> float:
+    """The step's labelled-token count from ``trained_tokens``; 0 when the metrics do not say."""
+    value = metrics.get("trained_tokens")
+    return float(value) if _finite(value) and value > 0 else 0.0
+
+
+def sampling_noise(level: float, tokens: float, token_loss: float) -> float:
+    """The standard deviation that a mean loss over ``tokens`` labelled tokens shows by chance at ``level``.
+
+    Per-token losses are far from normal: most tokens cost little and the few the model gets wrong
+    cost about ``token_loss`` nats each. Counting those as Poisson with mean ``level * tokens /
+    token_loss`` gives ``sqrt(level * token_loss / tokens + (token_loss / tokens) ** 2)``: the 1/sqrt(n)
+    of a mean, plus a floor of one wrong token in ``tokens`` that keeps a level near zero from making
+    every wrong answer look like an event. Returns 0 when ``tokens`` is unknown (0).
+    """
+    if tokens <= 0:
+        return 0.0
+    per_token = token_loss / tokens
+    return math.sqrt(max(level, 0.0) * per_token + per_token**2)
 
 
 def _slope(values: list[float]) -> float:
@@ -115,6 +148,7 @@ class TrainingMonitor:
         self.grad_norms: deque[float] = deque(maxlen=keep)
         self.throughputs: deque[float] = deque(maxlen=keep)
         self.memory: deque[float] = deque(maxlen=keep)
+        self.tokens: deque[float] = deque(maxlen=keep)  # labelled tokens of each step in ``losses`` (0: unknown)
         self.first_losses: list[float] = []  # the first few losses: where training started
         self.best_smoothed: float | None = None  # lowest median of 5 consecutive losses
         self.best_smoothed_step = 0
@@ -122,6 +156,9 @@ class TrainingMonitor:
         self.best_level_step = 0
         self.peak_learning_rate = 0.0
         self.memory_baseline: float | None = None
+        self.memory_readings = 0  # memory readings seen, warm-up included
+        self.memory_settling: list[float] = []  # readings after the warm-up, until the baseline is taken
+        self.memory_rebased = False  # the baseline was taken again after the first evaluation
         self.evaluations: list[dict[str, float]] = []  # {step, validation_loss, train_loss}
         self.train_loss_sum, self.train_loss_count = 0.0, 0  # since the last evaluation
         self.reported: dict[str, int] = {}  # kind -> last step reported
@@ -162,7 +199,9 @@ class TrainingMonitor:
         """Plain data (lists, numbers) to store in a checkpoint."""
         return {
             "losses": list(self.losses), "grad_norms": list(self.grad_norms), "throughputs": list(self.throughputs),
-            "memory": list(self.memory), "first_losses": self.first_losses, "best_smoothed": self.best_smoothed,
+            "memory": list(self.memory), "tokens": list(self.tokens), "memory_readings": self.memory_readings,
+            "memory_settling": self.memory_settling, "memory_rebased": self.memory_rebased,
+            "first_losses": self.first_losses, "best_smoothed": self.best_smoothed,
             "best_smoothed_step": self.best_smoothed_step, "best_level": self.best_level,
             "best_level_step": self.best_level_step, "peak_learning_rate": self.peak_learning_rate,
             "memory_baseline": self.memory_baseline, "evaluations": self.evaluations,
@@ -171,10 +210,16 @@ class TrainingMonitor:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name in ("losses", "grad_norms", "throughputs", "memory"):
+        for name in ("losses", "grad_norms", "throughputs", "memory", "tokens"):
             target: deque[float] = getattr(self, name)
             target.clear()
             target.extend(state.get(name, []))
+        if len(self.tokens) != len(self.losses):  # a checkpoint from before token counts were kept
+            self.tokens.clear()
+            self.tokens.extend([0.0] * len(self.losses))
+        self.memory_readings = int(state.get("memory_readings", len(self.memory)))
+        self.memory_settling = list(state.get("memory_settling", []))
+        self.memory_rebased = bool(state.get("memory_rebased", False))
         self.first_losses = list(state.get("first_losses", []))
         self.best_smoothed = state.get("best_smoothed")
         self.best_smoothed_step = int(state.get("best_smoothed_step", 0))
@@ -194,6 +239,7 @@ class TrainingMonitor:
     def _record_step(self, metrics: Mapping[str, Any]) -> None:
         loss = float(metrics["loss"])
         self.losses.append(loss)
+        self.tokens.append(_tokens(metrics))
         if len(self.first_losses) < 3:
             self.first_losses.append(loss)
         self.train_loss_sum += loss
@@ -206,10 +252,7 @@ class TrainingMonitor:
             self.throughputs.append(float(metrics["step_tokens_per_second"]))
         memory = metrics.get("gpu_memory_mb", metrics.get("memory_mb"))
         if _finite(memory):
-            self.memory.append(float(memory))
-            if self.memory_baseline is None and len(self.memory) >= self.settings.window:
-                # Allocators warm up over the first steps: growth is measured from the run's settled level.
-                self.memory_baseline = min(self.memory)
+            self._record_memory(float(memory))
         step = int(metrics.get("step", 0))
         smoothed = self._smoothed()
         if smoothed is not None and (self.best_smoothed is None or smoothed < self.best_smoothed):
@@ -219,7 +262,26 @@ class TrainingMonitor:
             if self.best_level is None or level < self.best_level * 0.99:
                 self.best_level, self.best_level_step = level, step
 
+    def _record_memory(self, memory: float) -> None:
+        """Keep the reading; take the baseline once the warm-up is over.
+
+        Allocators, caches and the first batches of each shape fill memory over the first steps (the
+        demo grew 523 MB that way and stopped): growth is measured from the median of the
+        ``memory_baseline_steps`` readings after ``memory_warmup_steps``, and again after the first
+        evaluation, which allocates its own batches once.
+        """
+        s = self.settings
+        self.memory.append(memory)
+        self.memory_readings += 1
+        if self.memory_baseline is None and self.memory_readings > s.memory_warmup_steps:
+            self.memory_settling.append(memory)
+            if len(self.memory_settling) >= s.memory_baseline_steps:
+                self.memory_baseline = statistics.median(self.memory_settling)
+
     def _record_evaluation(self, metrics: Mapping[str, Any]) -> None:
+        if not self.memory_rebased:
+            self.memory_rebased = True
+            self.memory_baseline, self.memory_settling = None, []
         train_loss = self.train_loss_sum / self.train_loss_count if self.train_loss_count else float("nan")
         self.evaluations.append({"step": int(metrics.get("step", 0)), "validation_loss": float(metrics["validation_loss"]),
                                  "train_loss": train_loss})
@@ -242,6 +304,11 @@ class TrainingMonitor:
         if len(self.losses) < n:
             return None
         return statistics.median(list(self.losses)[-n:])
+
+    def _token_loss(self, level: float) -> float:
+        """What one wrong answer token costs, in nats: about the untrained loss (at least 2, at most 20)."""
+        untrained = self.first_losses[0] if self.first_losses else level
+        return min(20.0, max(2.0, untrained))
 
     def _issue(self, kind: str, step: int, message: str, suggestion: str, **evidence: Any) -> Issue:
         since = evidence.pop("since_step", None)
@@ -266,17 +333,23 @@ class TrainingMonitor:
         if len(self.losses) < s.min_history:
             return None
         recent = list(self.losses)[-s.window:]
+        counts = list(self.tokens)[-s.window:]
         median = statistics.median(recent)
-        spread = 1.4826 * statistics.median(abs(x - median) for x in recent)
+        tokens = _tokens(metrics)
+        # Deviations rescaled to this step's token count: a step of fewer tokens is noisier by sqrt(n).
+        spread = 1.4826 * statistics.median(abs(x - median) * (math.sqrt(n / tokens) if n and tokens else 1.0)
+                                            for x, n in zip(recent, counts))
+        noise = sampling_noise(median, tokens, self._token_loss(median))
         loss = float(metrics["loss"])
-        z = (loss - median) / max(spread, 0.01 * abs(median), 1e-8)
-        if z > s.spike_z and loss > s.spike_ratio * median:
+        z = (loss - median) / max(spread, noise, 0.01 * abs(median), 1e-8)
+        if z > s.spike_z and loss > s.spike_ratio * median and loss - median > s.spike_min_rise:
+            chance = f", {tokens:.0f} labelled tokens" if tokens else ""
             return self._issue("loss_spike", step,
                                f"the loss jumped to {loss:.4g}, {loss / median:.1f}x the recent median of {median:.4g} "
-                               f"(robust z-score {z:.0f})",
+                               f"(robust z-score {z:.0f}{chance})",
                                "a single odd batch is harmless; repeated spikes mean the learning rate is too high: "
                                "lower --learning-rate or --max-grad-norm, or check this step's examples",
-                               loss=loss, median=median, z_score=z)
+                               loss=loss, median=median, z_score=z, trained_tokens=tokens, chance_noise=noise)
         return None
 
     def _divergence(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
@@ -285,11 +358,16 @@ class TrainingMonitor:
             return None
         recent = list(self.losses)[-(s.window - 1):] + [float(metrics["loss"])]
         smoothed = statistics.median(recent[-5:])
+        window_tokens = sum(list(self.tokens)[-4:]) + _tokens(metrics) if all(list(self.tokens)[-4:]) else 0.0
+        noise = sampling_noise(smoothed, window_tokens, self._token_loss(smoothed))
         half = len(recent) // 2
         earlier, later = statistics.median(recent[:half]), statistics.median(recent[half:])
         slope = _slope(recent)
         # Medians, not means: a single spike is loss_spike's business, a trend is this one's.
-        rose = smoothed > s.divergence_ratio * self.best_smoothed and smoothed - self.best_smoothed > s.divergence_min_rise
+        # The best is the lowest of many noisy levels, the current one is noisy too: the rise must beat chance.
+        rise = smoothed - self.best_smoothed
+        rose = (smoothed > s.divergence_ratio * self.best_smoothed and rise > s.divergence_min_rise
+                and rise > s.divergence_noise_z * noise)
         if rose and later > earlier * 1.1 and slope > 0:
             return self._issue("divergence", step,
                                f"the loss is rising: its recent average {smoothed:.4g} is {smoothed / self.best_smoothed:.1f}x "
@@ -297,6 +375,7 @@ class TrainingMonitor:
                                "training is diverging: lower --learning-rate (3-10x), or roll back with "
                                "--on-issue divergence=rollback",
                                smoothed_loss=smoothed, best_smoothed_loss=self.best_smoothed, slope_per_step=slope,
+                               chance_noise=noise,
                                since_step=self.best_smoothed_step)
         return None
 
@@ -306,11 +385,15 @@ class TrainingMonitor:
         if not _finite(norm) or len(self.grad_norms) < s.min_history:
             return None
         median = statistics.median(list(self.grad_norms)[-s.window:])
-        if median > 0 and norm > s.gradient_ratio * median:
+        # One answer token the model gets badly wrong dominates the mean gradient of a step of few tokens
+        # (batch 1 of one-word answers: 30x the median by chance); a fault is orders of magnitude.
+        tokens = _tokens(metrics)
+        ratio = s.gradient_ratio * (max(1.0, math.sqrt(s.gradient_reference_tokens / tokens)) if tokens else 1.0)
+        if median > 0 and norm > ratio * median:
             return self._issue("exploding_gradients", step,
                                f"the gradient norm reached {norm:.4g}, {norm / median:.0f}x its recent median of {median:.4g}",
                                "keep gradient clipping on (--max-grad-norm 1.0) and lower --learning-rate",
-                               grad_norm=norm, median_grad_norm=median)
+                               grad_norm=norm, median_grad_norm=median, ratio_needed=ratio, trained_tokens=tokens)
         return None
 
     def _overfitting(self, step: int, metrics: Mapping[str, Any]) -> Issue | None:
