@@ -19,7 +19,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 Method = Literal["lora", "full"]
 Strategy = Literal["steps", "epoch", "no"]
 Scheduler = Literal["cosine", "linear", "constant"]
-DataFormat = Literal["auto", "chat", "prompt_completion", "input_output", "instruction", "text"]
+DataFormat = str  # a row format registered in core.row_format_registry.ROW_FORMATS (data/row_formats/), or "auto"
 Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
 BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
 FinalWeights = Literal["best", "last"]
@@ -63,7 +63,7 @@ class FineTuningConfig(BaseModel):
     data: str | None = Field(None, description="training data file (.jsonl .json .csv .parquet) or saved datasets dir")
     validation_data: str | None = Field(None, description="validation file; default: split off the training data")
     test_data: str | None = Field(None, description="test file for the base-vs-tuned evaluation; default: split off")
-    data_format: DataFormat = Field("auto", description="row format; auto-detected from the columns by default")
+    data_format: DataFormat = Field("auto", description="row format (data/row_formats/); auto-detected from the columns by default")
     text_template: str | None = Field(None, description="render any columns as text, e.g. '{question} {answer}'")
     validation_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for validation")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for the final test")
@@ -147,6 +147,17 @@ class FineTuningConfig(BaseModel):
     # Where
     output: str | None = Field(None, description="run directory; default runs/<name>")
     name: str | None = None
+
+    @field_validator("data_format")
+    @classmethod
+    def _check_data_format(cls, value: str) -> str:
+        """``auto``, a registered row format, or a ``module:attribute`` plug-in; unknown names list the valid ones."""
+        from tuneforge.core.row_format_registry import ROW_FORMATS
+
+        problem = ROW_FORMATS.problem(value, "data_format") if value != "auto" else None
+        if problem:
+            raise ValueError(problem.removeprefix("data_format: "))
+        return value
 
     @field_validator("on_issue", mode="before")
     @classmethod

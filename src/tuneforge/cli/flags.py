@@ -51,21 +51,30 @@ def _adapter(annotation: Any) -> TypeAdapter:
 
 
 def data_format_choices() -> list[str]:
-    """The row formats a flag accepts: the ``data_format`` field's choices."""
-    from typing import get_args
+    """The row formats a flag accepts: ``auto`` and every registered format (data/row_formats/)."""
+    from tuneforge.data.row_formats import AUTO, format_names
 
-    from tuneforge.config import FineTuningConfig
-
-    return list(get_args(FineTuningConfig.model_fields["data_format"].annotation))
+    return [AUTO, *format_names()]
 
 
 def add_format_flags(parser: argparse.ArgumentParser) -> None:
     """``--data-format`` (alias ``--format``, its old name in validate/prepare) and ``--text-template``."""
     choices = data_format_choices()
-    parser.add_argument("--data-format", "--format", dest="data_format", default="auto", choices=choices or None,
-                        metavar="FORMAT", help=FORMAT_HELP + ("; one of: " + ", ".join(choices) if choices else ""))
+    parser.add_argument("--data-format", "--format", dest="data_format", default="auto", type=data_format,
+                        metavar="FORMAT", help=FORMAT_HELP + "; one of: " + ", ".join(choices)
+                        + ", or a plug-in as module:attribute")
     parser.add_argument("--text-template", metavar="TEMPLATE", type=text_template,
                         help="use any columns, e.g. '{question}\\n{answer}' (every token is trained)")
+
+
+def data_format(text: str) -> str:
+    """An argparse ``type=`` for ``--data-format``: auto, a registered row format, or a ``module:attribute`` plug-in."""
+    from tuneforge.core.row_format_registry import ROW_FORMATS
+
+    problem = ROW_FORMATS.problem(text, "--data-format") if text != "auto" else None
+    if problem:
+        raise argparse.ArgumentTypeError(problem.removeprefix("--data-format: "))
+    return text
 
 
 def text_template(text: str) -> str:

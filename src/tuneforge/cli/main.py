@@ -39,14 +39,16 @@ exit status: 0 success; 1 the input or the run failed (a message, no traceback);
 DATA_HELP = """\
 data files: .jsonl .json .csv .parquet, or a directory saved with datasets' save_to_disk.
 row formats (auto-detected; force one with --data-format):
-  chat               {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
-  prompt_completion  {"prompt": "...", "completion": "..."}
-  input_output       {"input": "...", "output": "..."}
-  instruction        {"instruction": "...", "input": "...", "output": "..."}
-  text               {"text": "..."}   (every token is trained)
-  any columns        --text-template "{question}\\n{answer}"
+{formats}
 The loss is taken on the answers only (the end-of-turn token included) unless --train-on-prompt.
 """
+
+
+def _data_help() -> str:
+    """DATA_HELP with the row formats of the registry (data/row_formats/), each with a sample row."""
+    from tuneforge.data.row_formats import formats_help
+
+    return DATA_HELP.format(formats=formats_help())
 
 
 def _quiet_libraries() -> None:
@@ -161,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a model on your data. Splits off validation and test sets (unless given), "
         "evaluates the base model, trains, evaluates the tuned model and writes runs/<name>/ with "
         "config.yaml, events.jsonl, checkpoints/, adapter/ (or model/), results.json and predictions.jsonl.",
-        epilog=DATA_HELP + "\n" + EXAMPLES + "\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_data_help() + "\n" + EXAMPLES + "\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     finetune.add_argument("--config", metavar="YAML", help="a YAML file of config fields; flags given here override it "
                           "(with --resume: default RUN_DIR/config.yaml of --output)")
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate a model (optionally a trained run or adapter) on a dataset",
         description="Score a model on every example of a data file: loss, perplexity, and generated answers "
         "(accuracy/precision/recall/F1 for label tasks, exact match/BLEU/ROUGE-L for free text).",
-        epilog=DATA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_data_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("--data", required=True, help="the examples to score")
     _model_flags(evaluate)

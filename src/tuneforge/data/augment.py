@@ -45,20 +45,11 @@ def _no_punct(text: str, rng: random.Random) -> str:
 
 AUGMENTERS: dict[str, Callable[[str, random.Random], str]] = {"typo": _typo, "lowercase": _lowercase, "no-punct": _no_punct}
 
-# The column holding the prompt text of each flat format, in order of preference.
-_PROMPT_FIELDS = {"prompt_completion": ("prompt",), "input_output": ("input",), "instruction": ("input", "instruction")}
-
-
 def _prompt_path(row: dict[str, Any], data_format: str) -> tuple[Any, ...] | None:
-    if data_format == "chat":
-        messages = row.get("messages") or []
-        last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-        users = [i for i, m in enumerate(messages[:last_answer]) if m.get("role") == "user" and isinstance(m.get("content"), str)]
-        return ("messages", users[-1], "content") if users else None
-    for key in _PROMPT_FIELDS.get(data_format, ()):
-        if isinstance(row.get(key), str) and row[key].strip():
-            return (key,)
-    return None
+    """The prompt text augmentation may rewrite: the format spec says where it is."""
+    from tuneforge.data.row_formats import ROW_FORMATS, get_format
+
+    return get_format(data_format).prompt(row) if data_format in ROW_FORMATS else None
 
 
 def augment_row(row: dict[str, Any], data_format: str, method: str, rng: random.Random) -> dict[str, Any] | None:

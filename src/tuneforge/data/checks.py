@@ -1,4 +1,6 @@
-"""Checks of one row: its format's required fields, OpenAI's chat checks, and personal data or secrets.
+"""Checks of one row shared by every format (text fields, unused columns), and personal data or secrets.
+
+Each format's own row checks live with its spec (``data/row_formats/``).
 
 Every function returns findings and never raises, whatever the row holds.
 """
@@ -10,23 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from tuneforge.data.examples import ROLES
 from tuneforge.data.findings import Finding, finding
-from tuneforge.data.formats import FORMAT_KEYS, MESSAGE_KEYS, OPTIONAL_KEYS
-
-# Required text fields, and optional ones, of each flat format (chat is checked on its own).
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "prompt_completion": ("prompt", "completion"),
-    "input_output": ("input", "output"),
-    "instruction": ("instruction", "output"),
-    "text": ("text",),
-}
-OPTIONAL_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "prompt_completion": ("system",),
-    "input_output": ("system",),
-    "instruction": ("input", "system"),
-    "text": (),
-}
 
 
 @dataclass(frozen=True)
@@ -61,16 +47,6 @@ def check_text_field(row: dict[str, Any], key: str, at: Location, required: bool
     return [at("wrong_type", f"field '{key}' must be text, got {describe_type(value)}", key)]
 
 
-def check_flat_row(row: dict[str, Any], data_format: str, at: Location) -> list[Finding]:
-    """Required and optional text fields of prompt_completion, input_output, instruction and text rows."""
-    problems: list[Finding] = []
-    for key in REQUIRED_FIELDS[data_format]:
-        problems += check_text_field(row, key, at)
-    for key in OPTIONAL_TEXT_FIELDS[data_format]:
-        problems += check_text_field(row, key, at, required=False)
-    return problems
-
-
 def check_template_row(row: dict[str, Any], fields: list[str], at: Location) -> list[Finding]:
     problems: list[Finding] = []
     for key in fields:
@@ -78,76 +54,17 @@ def check_template_row(row: dict[str, Any], fields: list[str], at: Location) -> 
     return problems
 
 
-def check_chat_row(row: dict[str, Any], at: Location) -> list[Finding]:
-    """OpenAI's chat checks (the fine-tuning data-preparation cookbook's codes), plus ``weight``."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        got = "missing" if "messages" not in row else f"{describe_type(messages)}" if not isinstance(messages, list) else "empty"
-        return [at("missing_messages_list", f"'messages' must be a non-empty list of {{role, content}} objects; got {got}",
-                   "messages")]
-    problems: list[Finding] = []
-    assistant_weights: list[Any] = []
-    for index, message in enumerate(messages):
-        field = f"messages[{index}]"
-        if not isinstance(message, dict):
-            problems.append(at("message_missing_key", f"{field} must be an object with 'role' and 'content', "
-                               f"got {describe_type(message)}", field))
-            continue
-        missing = [key for key in ("role", "content") if key not in message]
-        if missing:
-            problems.append(at("message_missing_key", f"{field} has no {' and no '.join(repr(k) for k in missing)}", field))
-        extra = sorted(str(key) for key in set(message) - MESSAGE_KEYS)
-        if extra:
-            problems.append(at("message_unrecognized_key", f"{field} has unrecognised key(s) {extra}; "
-                               "allowed: role, content, weight, name", field))
-        role = message.get("role")
-        if "role" in message and (not isinstance(role, str) or role not in ROLES):
-            problems.append(at("unrecognized_role", f"{field}.role is {_show(role)}; expected one of: {', '.join(ROLES)}",
-                               f"{field}.role"))
-        if "content" in message:
-            problems += _check_content(message["content"], role, field, at)
-        if message.get("weight") is not None:  # null: absent (parquet structs shared with weighted rows)
-            weight = message["weight"]
-            if isinstance(weight, bool) or weight not in (0, 1):
-                problems.append(at("invalid_weight", f"{field}.weight must be 0 or 1, got {_show(weight)}", f"{field}.weight"))
-            elif role != "assistant":
-                problems.append(at("weight_on_non_assistant", f"{field}.weight is set on a {_show(role)} message; "
-                                   "only assistant messages are weighted (it is ignored)", f"{field}.weight"))
-        if role == "assistant":
-            weight = message.get("weight")
-            assistant_weights.append(1 if weight is None else weight)
-    if not assistant_weights:
-        problems.append(at("example_missing_assistant_message",
-                           "no assistant message; each example needs at least one answer to learn", "messages"))
-    elif all(weight == 0 for weight in assistant_weights) and not any(p.code == "invalid_weight" for p in problems):
-        problems.append(at("nothing_trained", "every assistant message has weight 0, so nothing is learned from it",
-                           "messages"))
-    return problems
-
-
-def _check_content(content: Any, role: Any, field: str, at: Location) -> list[Finding]:
-    if not isinstance(content, str):
-        return [at("missing_content", f"{field}.content must be text, got {describe_type(content)}", f"{field}.content")]
-    if not content.strip():
-        if role == "assistant":
-            return [at("missing_content", f"{field}.content is empty; an assistant answer must have text", f"{field}.content")]
-        return [at("empty_content", f"{field}.content is empty", f"{field}.content")]
-    return []
-
-
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A short repr for messages."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def unused_keys(row: dict[str, Any], data_format: str, template_fields: list[str] | None = None) -> list[str]:
     """Columns of ``row`` that the format (or template) ignores."""
-    if template_fields is not None:
-        used = set(template_fields)
-    elif data_format == "chat":
-        used = set(FORMAT_KEYS["chat"])
-    else:
-        used = set(REQUIRED_FIELDS.get(data_format, ())) | set(OPTIONAL_TEXT_FIELDS.get(data_format, ()))
+    from tuneforge.data.row_formats import OPTIONAL_KEYS, get_format
+
+    used = set(template_fields) if template_fields is not None else get_format(data_format).used_keys
     return [str(key) for key in row if key not in used and key not in OPTIONAL_KEYS]
 
 

@@ -13,7 +13,8 @@ import re
 import unicodedata
 from typing import Any
 
-from tuneforge.data.checks import OPTIONAL_TEXT_FIELDS, REQUIRED_FIELDS
+from tuneforge.core.row_format_registry import ROW_FORMATS
+
 
 # C0/C1 controls except tab and newline, plus zero-width and byte-order marks that render as nothing.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200c\u200d\u2060\ufeff]")
@@ -44,13 +45,9 @@ def text_fields(row: dict[str, Any], data_format: str, template_fields: list[str
     """Paths to the texts of ``row``: ``(key,)`` for a column, ``("messages", i, "content")`` for a turn."""
     if template_fields is not None:
         return [(key,) for key in template_fields if isinstance(row.get(key), str)]
-    if data_format == "chat":
-        messages = row.get("messages")
-        if not isinstance(messages, list):
-            return []
-        return [("messages", i, "content") for i, m in enumerate(messages) if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    keys = REQUIRED_FIELDS.get(data_format, ()) + OPTIONAL_TEXT_FIELDS.get(data_format, ())
-    return [(key,) for key in keys if isinstance(row.get(key), str)]
+    from tuneforge.data.row_formats import get_format
+
+    return get_format(data_format).texts(row) if data_format in ROW_FORMATS else []
 
 
 def field_name(path: tuple[Any, ...]) -> str:

@@ -28,7 +28,7 @@ from tuneforge.data.augment import AUGMENTERS, augment_row
 from tuneforge.data.clean import clean_row
 from tuneforge.data.dedup import NearDuplicateIndex, example_text, normalize_text, prompt_text
 from tuneforge.data.examples import TrainingExample
-from tuneforge.data.formats import CONVERTERS, detect_row_format
+from tuneforge.data.row_formats import ROW_FORMATS, detect_row_format, get_format
 from tuneforge.data.stats import answer_label, explicit_label
 from tuneforge.data.stream import SourceRow, iter_file
 from tuneforge.data.validate import KeptExample, ValidationOptions, ValidationReport, Validator, template_columns
@@ -233,7 +233,8 @@ def label_of(row: dict[str, Any], example: TrainingExample, field_name: str | No
 
 def _example_of(row: dict[str, Any], options: PrepareOptions) -> TrainingExample:
     data_format = options.data_format if options.data_format != "auto" else detect_row_format(row)
-    example = CONVERTERS[data_format](row, "", []) if data_format in CONVERTERS and not options.text_template else None
+    known = data_format is not None and data_format in ROW_FORMATS and not options.text_template
+    example = get_format(data_format).convert(row, "", []) if known else None
     return example or TrainingExample(text="")
 
 

@@ -27,7 +27,7 @@ from tuneforge.data import checks
 from tuneforge.data.dedup import BatchNearDuplicates, KeyColumns, duplicate_groups, example_keys
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.findings import Finding, finding
-from tuneforge.data.formats import CONVERTERS, FORMAT_KEYS, detect_row_format
+from tuneforge.data.row_formats import AUTO, ROW_FORMATS, detect_row_format, expected_columns, get_format, registered_formats
 from tuneforge.data.stats import (IMBALANCE_RATIO, Distribution, LabelCounter, SystemPrompts, estimate_training,
                                   measure_training_speed, split_sizes, steps_per_epoch)
 from tuneforge.data.stream import Columns, Item, SourceRow, iter_file
@@ -63,8 +63,10 @@ class ValidationOptions:
 
     def check(self) -> None:
         problems = []
-        if self.data_format != "auto" and self.data_format not in CONVERTERS:
-            problems.append(f"format: unknown data format '{self.data_format}'; choose one of: auto, {', '.join(CONVERTERS)}")
+        if self.data_format != AUTO:
+            problem = ROW_FORMATS.problem(self.data_format, "format")
+            if problem:
+                problems.append(problem)
         if self.text_template is not None:
             problems += _template_problems(self.text_template)
         if self.max_length < 1:
@@ -283,7 +285,7 @@ class Validator:
             state.stopped = True
             return
         needed = self.template_fields if self.template_fields is not None else (
-            FORMAT_KEYS.get(state.fixed_format) if state.fixed_format else None)
+            list(get_format(state.fixed_format).keys) if state.fixed_format else None)
         if needed is not None:
             missing = [name for name in needed if name not in names]
             if missing:
@@ -291,7 +293,7 @@ class Validator:
                                    f"columns found: {names}", state.path, columns.line, field=missing[0]))
                 state.stopped = True
         elif detect_row_format(dict.fromkeys(names)) is None:
-            expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in FORMAT_KEYS.items())
+            expected = expected_columns()
             self._emit(finding(code, f"columns {names} fit no known format; expected one of — {expected} — "
                                "or pass --text-template '{column} ...'", state.path, columns.line))
             state.stopped = True
@@ -300,19 +302,14 @@ class Validator:
 
     def _check_types(self, columns: Columns, state: _FileState) -> None:
         data_format = state.fixed_format or detect_row_format(dict.fromkeys(columns.names))
+        spec = get_format(data_format) if data_format and self.template_fields is None else None
         for name, arrow_type in (columns.types or {}).items():
-            if name == "messages" and data_format == "chat":
-                ok = arrow_type.startswith(("list<", "large_list<")) and "role" in arrow_type and "content" in arrow_type
-                expected = "a list of structs with role and content"
-            elif data_format in checks.REQUIRED_FIELDS and name in checks.REQUIRED_FIELDS[data_format] + checks.OPTIONAL_TEXT_FIELDS[data_format]:
-                ok = arrow_type in ("string", "large_string", "string_view", "null") or arrow_type.startswith(("int", "uint", "float", "double"))
-                expected = "string"
-            elif self.template_fields is not None and name in self.template_fields:
-                ok = not arrow_type.startswith(("list", "large_list", "struct", "map"))
-                expected = "string"
+            if self.template_fields is not None:
+                fits = name not in self.template_fields or not arrow_type.startswith(("list", "large_list", "struct", "map"))
+                expected = None if fits else "string"
             else:
-                continue
-            if not ok:
+                expected = spec.column_problem(name, arrow_type) if spec is not None else None
+            if expected is not None:
                 self._emit(finding("parquet_schema", f"column '{name}' has type {arrow_type}; expected {expected}",
                                    state.path, field=name))
                 state.stopped = True
@@ -329,7 +326,7 @@ class Validator:
             return
         data_format = state.fixed_format or detect_row_format(data) or _closest_format(data, state)
         if data_format is None:
-            expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in FORMAT_KEYS.items())
+            expected = expected_columns()
             found = sorted(str(key) for key in data)[:10]
             self._emit(at("unknown_format", f"no known format (found keys {found}); each row needs one of — {expected} — "
                           "or pass --text-template '{column} ...'"), row_level=True)
@@ -356,10 +353,8 @@ class Validator:
     def _row_checks(self, data: dict[str, Any], data_format: str, at: checks.Location, state: _FileState) -> list[Finding]:
         if self.template_fields is not None:
             problems = checks.check_template_row(data, self.template_fields, at)
-        elif data_format == "chat":
-            problems = checks.check_chat_row(data, at)
         else:
-            problems = checks.check_flat_row(data, data_format, at)
+            problems = get_format(data_format).check(data, at)
         for key in checks.unused_keys(data, data_format, self.template_fields):
             entry = state.unused.setdefault(key, [0, at])
             entry[0] += 1
@@ -375,7 +370,7 @@ class Validator:
                 example: TrainingExample | None = TrainingExample(text=self.options.text_template.format(**values),  # type: ignore[union-attr]
                                                                   metadata=_metadata(data), source=where)
             else:
-                example = CONVERTERS[data_format](data, where, problems)
+                example = get_format(data_format).convert(data, where, problems)
         except Exception as error:  # a converter bug must still be a finding, not a traceback
             problems.append(f"{where}: {type(error).__name__}: {error}")
             example = None
@@ -695,7 +690,7 @@ def _closest_format(data: dict[str, Any], state: _FileState) -> str | None:
     it has most of — so ``{"input": "x"}`` is reported as missing 'output', not as an unknown format."""
     if state.formats:
         return max(state.formats, key=lambda name: state.formats[name][0])
-    scores = {name: sum(key in data for key in keys) for name, keys in FORMAT_KEYS.items()}
+    scores = {spec.name: sum(key in data for key in spec.keys) for spec in registered_formats()}
     best = max(scores, key=lambda name: scores[name])
     return best if scores[best] else None
 
@@ -734,14 +729,9 @@ def _metadata(data: dict[str, Any]) -> dict[str, Any]:
 
 def _row_texts(data: dict[str, Any], data_format: str, template_fields: list[str] | None) -> list[tuple[str, str]]:
     """``(field, text)`` of every text the example is made of, named as in the file."""
-    if template_fields is not None:
-        keys = template_fields
-    elif data_format == "chat":
-        return [(f"messages[{i}].content", m["content"]) for i, m in enumerate(data.get("messages") or [])
-                if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    else:
-        keys = list(checks.REQUIRED_FIELDS[data_format] + checks.OPTIONAL_TEXT_FIELDS[data_format])
-    return [(key, data[key]) for key in keys if isinstance(data.get(key), str)]
+    from tuneforge.data.clean import field_name, get_path, text_fields
+
+    return [(field_name(path), get_path(data, path)) for path in text_fields(data, data_format, template_fields)]
 
 
 def _end_of_turn_ids(tokenizer: Any) -> list[int]:
