@@ -42,13 +42,13 @@ def test_split_passes_make_the_same_update_as_the_whole_batch(tiny_model_dir, tm
     from tuneforge.train import loop
 
     passes: dict[str, int] = {}
-    original = loop.label_loss_sums
+    original = loop.training_loss_sums
 
-    def counted(model, batch):
+    def counted(*args):
         passes[current] = passes.get(current, 0) + 1
-        return original(model, batch)
+        return original(*args)
 
-    monkeypatch.setattr(loop, "label_loss_sums", counted)
+    monkeypatch.setattr(loop, "training_loss_sums", counted)
     answers = ["red", "blue", "green grass is green and a leaf is green too", "a", "the sky is blue", "rose",
                "cherry and tomato and blood are red", "lime"]
     data = TrainingData(examples=[TrainingExample.from_pair(f"question {i}?", a) for i, a in enumerate(answers)])

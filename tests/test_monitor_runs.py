@@ -59,10 +59,10 @@ class Faults:
         self.once: set[str] = set()  # kinds that strike only the first time their step is trained
         self.fired: set[tuple[str, int]] = set()
         self.leaked: list[torch.Tensor] = []
-        real = loop.label_loss_sums
+        real = loop.training_loss_sums
 
-        def faulty(model, batch):
-            sums = real(model, batch)
+        def faulty(*args):
+            sums = real(*args)
             step = self.step + 1
             for kind in self.once:
                 if step in self.plan.get(kind, ()) and (kind, step) in self.fired:
@@ -83,7 +83,7 @@ class Faults:
                 self.leaked.append(torch.ones(3 * 2**20))  # 12 MB, touched, kept
             return sums
 
-        monkeypatch.setattr(loop, "label_loss_sums", faulty)
+        monkeypatch.setattr(loop, "training_loss_sums", faulty)
 
     def on_event(self, event: dict) -> None:
         if event.get("type") == "train.step":

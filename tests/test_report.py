@@ -45,10 +45,10 @@ def monitored_run_dir(tmp_path_factory: pytest.TempPathFactory, model: Path, dat
 
     with pytest.raises(Crash):
         FineTuningPipeline(make_config(values), on_event=crash).train()
-    real, done = loop.label_loss_sums, {"step": 0}
+    real, done = loop.training_loss_sums, {"step": 0}
 
-    def spiky(model_, batch):
-        sums = real(model_, batch)
+    def spiky(*args):
+        sums = real(*args)
         if done["step"] + 1 == 14:
             sums.loss_sum = sums.loss_sum + 29 * sums.loss_sum.detach()
         return sums
@@ -58,7 +58,7 @@ def monitored_run_dir(tmp_path_factory: pytest.TempPathFactory, model: Path, dat
             done["step"] = event["step"]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "label_loss_sums", spiky)
+        patch.setattr(loop, "training_loss_sums", spiky)
         result = FineTuningPipeline(make_config({**values, "resume": True}), on_event=track).train()
     assert result.status == "succeeded"
     return run_dir

@@ -351,17 +351,17 @@ def test_data_with_nothing_to_train_creates_no_run_directory(tiny_model_dir, tmp
 def nan_after_two_steps(monkeypatch):
     from tuneforge.train import loop
 
-    real = loop.label_loss_sums
+    real = loop.training_loss_sums
     calls = {"n": 0}
 
-    def poisoned(model, batch):
-        sums = real(model, batch)
+    def poisoned(*args):
+        sums = real(*args)
         calls["n"] += 1
         if calls["n"] > 2:
             sums.loss_sum = sums.loss_sum * float("nan")
         return sums
 
-    monkeypatch.setattr(loop, "label_loss_sums", poisoned)
+    monkeypatch.setattr(loop, "training_loss_sums", poisoned)
 
 
 def test_nan_loss_results_and_events(train_run, nan_after_two_steps, tmp_path):

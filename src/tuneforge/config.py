@@ -7,23 +7,24 @@ time with its field name. ``load_config`` reads YAML and applies overrides (CLI 
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
+from tuneforge.core.registries import METHODS, OBJECTIVES, SINKS
+from tuneforge.core.registry import Registry
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-Method = Literal["lora", "full"]
 Strategy = Literal["steps", "epoch", "no"]
 Scheduler = Literal["cosine", "linear", "constant"]
 DataFormat = str  # a row format registered in core.row_format_registry.ROW_FORMATS (data/row_formats/), or "auto"
 Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
 BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
 FinalWeights = Literal["best", "last"]
-ReportTo = Literal["none", "tensorboard"]
 
 # What the training monitor can detect, and what it may do about each (see train/monitor.py).
 ISSUE_KINDS = (
@@ -35,8 +36,36 @@ ISSUE_ACTIONS = ("warn", "stop", "rollback", "ignore")
 # Overfitting also stops when early stopping is on (unless on_issue says otherwise).
 DEFAULT_ISSUE_ACTIONS: dict[str, str] = {kind: "warn" for kind in ISSUE_KINDS} | {"nan_loss": "stop", "nan_gradient": "stop"}
 
-# Learning rates that work for small-task fine-tuning of ~100M-1B models when the user gives none.
-DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 1e-3, "full": 5e-5}
+
+
+class _DefaultLearningRates(Mapping[str, float]):
+    """method name -> the learning rate used when the config gives none; each method's spec owns it
+    (``TrainingMethod.default_learning_rate``: rates that work for small-task fine-tuning of ~100M-1B models)."""
+
+    def __getitem__(self, method: str) -> float:
+        from tuneforge.core.errors import UnknownNameError
+
+        try:
+            return float(METHODS.get(method).default_learning_rate)
+        except UnknownNameError:
+            raise KeyError(method) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS.names())
+
+    def __len__(self) -> int:
+        return len(METHODS.names())
+
+
+DEFAULT_LEARNING_RATE: Mapping[str, float] = _DefaultLearningRates()
+
+
+def _registered(registry: Registry[Any], field: str, name: str) -> str:
+    """``name`` if ``registry`` resolves it (plug-ins are imported here), else a ValueError listing the valid names."""
+    problem = registry.problem(name, field)
+    if problem:
+        raise ValueError(problem.removeprefix(f"{field}: "))
+    return name
 
 
 def template_problem(template: str) -> str | None:
@@ -73,7 +102,8 @@ class FineTuningConfig(BaseModel):
 
     # What to train
     model: str = Field(DEFAULT_MODEL, description="embedded name, HF model dir, .gguf file or cached hub id")
-    method: Method = Field("lora", description="lora: train small adapters; full: train every weight")
+    method: str = Field("lora", description="lora: train small adapters; full: train every weight; "
+                        "or a plug-in module:attribute (a registered training method, see docs/SEAMS.md)")
     lora_r: int = Field(16, ge=1, le=1024)
     lora_alpha: float = Field(32.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -84,7 +114,9 @@ class FineTuningConfig(BaseModel):
     epochs: float = Field(3.0, gt=0, le=1000)
     batch_size: int = Field(8, ge=1, le=4096)
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
-    learning_rate: float | None = Field(None, gt=0, le=1.0, description="default: 1e-3 for lora, 5e-5 for full")
+    learning_rate: float | None = Field(None, gt=0, le=1.0, description="default: the method's (1e-3 for lora, 5e-5 for full)")
+    objective: str = Field("sft", description="the training loss: sft (cross-entropy on the answers), "
+                           "or a plug-in module:attribute (a registered objective, see docs/SEAMS.md)")
     lr_scheduler: Scheduler = "cosine"
     warmup_steps: int | None = Field(None, ge=0, description="default: 10% of the optimizer steps")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
@@ -128,7 +160,7 @@ class FineTuningConfig(BaseModel):
     )
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed in one run; after that a rollback policy stops")
-    report_to: list[ReportTo] = Field(
+    report_to: list[str] = Field(
         default_factory=list, description="also log metrics to these trackers (tensorboard: RUN_DIR/tensorboard/); never to a network"
     )
     resume: bool = Field(
@@ -190,7 +222,21 @@ class FineTuningConfig(BaseModel):
     @field_validator("report_to")
     @classmethod
     def _drop_none(cls, value: list[str]) -> list[str]:
-        return [item for item in dict.fromkeys(value) if item != "none"]
+        sinks = [item for item in dict.fromkeys(value) if item != "none"]
+        problems = [problem for item in sinks if (problem := SINKS.problem(item, "report_to"))]
+        if problems:
+            raise ValueError("; ".join(p.removeprefix("report_to: ") for p in problems))
+        return sinks
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, value: str) -> str:
+        return _registered(METHODS, "method", value)
+
+    @field_validator("objective")
+    @classmethod
+    def _check_objective(cls, value: str) -> str:
+        return _registered(OBJECTIVES, "objective", value)
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:

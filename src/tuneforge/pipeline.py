@@ -29,13 +29,11 @@ from tuneforge.data.manager import TrainingDataManager
 from tuneforge.data.tokenize import EncodedDataset, encode_examples
 from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
-from tuneforge.model.adapters import apply_lora, count_parameters, prepare_full
-from tuneforge.model.attention import use_packed_attention
-from tuneforge.model.fast_lora import speed_up_lora
-from tuneforge.model.load import load_model, load_tokenizer, pick_device
-from tuneforge.model.precision import base_weight_dtype, resolve_precision
+from tuneforge.model.adapters import count_parameters
+from tuneforge.model.load import load_tokenizer, pick_device
+from tuneforge.model.methods import TrainingMethod, get_method, make_trainable
+from tuneforge.model.precision import resolve_precision
 from tuneforge.model.resolve import resolve_model
-from tuneforge.model.rms_norm import speed_up_rms_norms
 from tuneforge.monitor.events import EventWriter, read_events
 from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
@@ -114,7 +112,7 @@ def label_space(data: TrainingData) -> list[str] | None:
 
 
 def default_run_dir(config: FineTuningConfig) -> Path:
-    name = config.name or f"{Path(config.model).name.lower()}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = config.name or f"{Path(config.model).name.lower()}-{get_method(config.method).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path("runs") / name
 
 
@@ -299,8 +297,9 @@ class FineTuningPipeline:
         notify("data.prepared", **inputs.summary, max_length=config.max_length,
                truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
         precision = resolve_precision(config.precision, device)
-        # LoRA in bf16 keeps the frozen base in bf16 from the start (base and tuned are evaluated alike).
-        model = load_model(model_dir, device, config.trust_remote_code, base_weight_dtype(precision, config.method))
+        method = get_method(config.method)
+        # The method picks the dtype: a frozen base stays bf16 from the start (base and tuned are evaluated alike).
+        model = method.load_base(model_dir, device, config, precision)
         evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size, labels=inputs.labels,
                                max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
         test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
@@ -311,24 +310,14 @@ class FineTuningPipeline:
             notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources)
 
         torch.manual_seed(config.seed)
-        if config.method == "lora":
-            model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
-            speed_up_lora(model)
-        else:
-            model = prepare_full(model)
-        speed_up_rms_norms(model)
-        if config.packing:
-            use_packed_attention(model)
-        if config.gradient_checkpointing:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = make_trainable(method, model, config)
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "precision": precision, "trainable_parameters": trainable, "total_parameters": total}
         notify("model.ready", **result.model)
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
-                      save_weights=_save_weights, on_event=lambda event: self._observe(event, result),
+                      save_weights=method.save, on_event=lambda event: self._observe(event, result),
                       stop=stop, monitor_settings=self.monitor_settings)
         result.train = _train_summary(outcome, config)
         if outcome.interrupted:
@@ -336,8 +325,8 @@ class FineTuningPipeline:
             by = outcome.interrupted if stop.signal_name else f"request ({outcome.interrupted})"
             result.error = f"stopped by {by} after step {outcome.steps}; continue with: tuneforge resume {run_dir}"
             return
-        _publish_final(model, tokenizer, run_dir, config.method)
-        notify("model.saved", path="adapter" if config.method == "lora" else "model", step=outcome.final_weights_step)
+        _publish_final(model, tokenizer, run_dir, method)
+        notify("model.saved", path=method.output_dir, step=outcome.final_weights_step)
 
         if test:
             notify("eval.started", model="tuned", examples=len(test))
@@ -372,16 +361,12 @@ def _live_writer(run_dir: Path) -> int | None:
     return pid if process_alive(pid) else None
 
 
-def _save_weights(model: Any, out_dir: Path) -> None:
-    model.save_pretrained(out_dir, safe_serialization=True)
-
-
-def _publish_final(model: Any, tokenizer: Any, run_dir: Path, method: str) -> None:
-    """Save the adapter (LoRA) or the whole model (full) through a staging directory."""
-    final = run_dir / ("adapter" if method == "lora" else "model")
+def _publish_final(model: Any, tokenizer: Any, run_dir: Path, method: TrainingMethod) -> None:
+    """Save the final weights in the method's ``output_dir`` (``adapter/``, ``model/``) through a staging directory."""
+    final = run_dir / method.output_dir
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=run_dir))
     try:
-        _save_weights(model, staging)
+        method.save(model, staging)
         tokenizer.save_pretrained(staging)
         publish_directory(staging, final)
     finally:

@@ -10,7 +10,7 @@ import yaml
 from tuneforge.config import DEFAULT_MODEL
 from tuneforge.core.errors import CheckpointError
 from tuneforge.core.paths import read_json_object
-from tuneforge.model.adapters import load_adapter
+from tuneforge.model.methods import find_saved_weights
 from tuneforge.model.load import load_model, load_tokenizer, pick_device
 from tuneforge.model.resolve import resolve_model
 
@@ -53,27 +53,37 @@ def _one_line(error: Exception) -> str:
 def load_trained(adapter: str | Path | None = None, model: str | None = None, device: str | None = None) -> tuple[Any, Any, str]:
     """(model, tokenizer, description) for a base model, optionally with a trained run or adapter.
 
-    ``adapter`` may be a run directory (its ``adapter/`` or, for full fine-tuning, ``model/``) or a
-    PEFT adapter directory. The base model defaults to the one the run was trained from.
+    ``adapter`` may be a run directory (its method's output: ``adapter/`` for LoRA, ``model/`` for
+    full fine-tuning, ...) or a directory of saved weights itself (a PEFT adapter directory). The
+    training method that saved the weights reloads them (``TrainingMethod.load_saved``); the base
+    model defaults to the one the run was trained from.
     """
     device = device or pick_device()
     if adapter is None:
         model_dir = resolve_model(model or DEFAULT_MODEL)
         return load_model(model_dir, device), load_tokenizer(model_dir), f"base model {model or DEFAULT_MODEL}"
     path = Path(adapter)
-    if (path / "model" / "config.json").is_file():  # a full fine-tuning run
-        return load_model(path / "model", device), load_tokenizer(path / "model"), f"fully fine-tuned model from {path}"
-    adapter_dir = path / "adapter" if (path / "adapter").is_dir() else path
-    if not (adapter_dir / "adapter_config.json").is_file():
+    saved_config = run_config(path)
+    found = find_saved_weights(path, saved_config.get("method") if isinstance(saved_config.get("method"), str) else None)
+    if found is None:
         raise CheckpointError(
             f"{path} holds no trained model: expected a run directory with adapter/ or model/, "
             "or a PEFT adapter directory with adapter_config.json"
         )
-    base_name = model or run_config(path).get("model") or DEFAULT_MODEL
-    model_dir = resolve_model(base_name)
-    base = load_model(model_dir, device)
-    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else model_dir
-    return load_adapter(base, adapter_dir), load_tokenizer(tokenizer_dir), f"{base_name} + adapter {adapter_dir}"
+    method, weights_dir = found
+    base_name = model or saved_config.get("model") or DEFAULT_MODEL
+    base_dir: list[Path] = []
+
+    def load_base() -> Any:
+        base_dir.append(resolve_model(base_name))
+        return load_model(base_dir[-1], device)
+
+    trained = method.load_saved(weights_dir, load_base, device)
+    if (weights_dir / "tokenizer_config.json").is_file():
+        tokenizer_dir = weights_dir
+    else:
+        tokenizer_dir = base_dir[-1] if base_dir else resolve_model(base_name)
+    return trained, load_tokenizer(tokenizer_dir), method.describe_saved(weights_dir, base_name)
 
 
 def process_alive(pid: int) -> bool:

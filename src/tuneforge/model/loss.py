@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +84,21 @@ class LossSums:
     correct: int  # tokens whose argmax prediction equals the label
 
 
-def label_loss_sums(model: Any, batch: dict[str, torch.Tensor]) -> LossSums:
-    """Summed cross-entropy and correct-prediction count over the labelled positions of ``batch``."""
+def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False) -> LossSums:
+    """Summed cross-entropy and correct-prediction count over the labelled positions of ``batch``.
+
+    The decoder body runs directly (no logits for unlabelled positions) unless ``through_wrapper``:
+    then the (PEFT-)wrapped model's own ``forward`` runs, so that state a wrapper injects there
+    (virtual tokens of prompt tuning, past key values of prefix tuning) is part of the loss; the
+    decoder's output is captured on the way and the head still runs only on labelled positions.
+    """
     decoder, head = decoder_and_head(model)
     # Padded batches carry attention_mask; packed ones position_ids and cu_seq_lens (see model.attention).
     inputs = {key: value for key, value in batch.items() if key != "labels"}
-    hidden = decoder(**inputs).last_hidden_state
+    if through_wrapper:
+        hidden = _decoder_output_through_wrapper(model, decoder, inputs)
+    else:
+        hidden = decoder(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
     rows = hidden[:, :-1][mask]
@@ -104,15 +113,44 @@ def label_loss_sums(model: Any, batch: dict[str, torch.Tensor]) -> LossSums:
     return LossSums(loss_sum, int(wanted.numel()), correct)
 
 
+def _decoder_output_through_wrapper(model: Any, decoder: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's last hidden state for ``inputs`` when ``model(**inputs)`` runs (wrapper included).
+
+    Virtual tokens a wrapper prepends are cut off, so positions line up with ``inputs``' labels.
+    ``logits_to_keep=1`` keeps the wrapped forward from projecting every position to the vocabulary.
+    """
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    handle = decoder.register_forward_hook(keep)
+    try:
+        model(**inputs, logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError("the wrapped model's forward never ran its decoder")
+    hidden = captured[-1]
+    length = inputs["input_ids"].shape[1]
+    return hidden[:, -length:] if hidden.shape[1] > length else hidden
+
+
 @torch.no_grad()
-def mean_label_loss(model: Any, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Token-level mean loss, next-token accuracy and perplexity over ``batches`` (model put in eval mode)."""
+def mean_label_loss(model: Any, batches: Iterable[dict[str, torch.Tensor]],
+                    loss_sums: Callable[[Any, dict[str, torch.Tensor]], LossSums] | None = None) -> dict[str, float]:
+    """Token-level mean loss, next-token accuracy and perplexity over ``batches`` (model put in eval mode).
+
+    ``loss_sums(model, batch)`` computes one batch (default ``label_loss_sums``; the training loop
+    passes its objective so validation measures what training optimizes).
+    """
+    loss_sums = loss_sums or label_loss_sums
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loss_sum, tokens, correct = 0.0, 0, 0
     for batch in batches:
-        sums = label_loss_sums(model, {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()})
+        sums = loss_sums(model, {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()})
         loss_sum += float(sums.loss_sum)
         tokens += sums.tokens
         correct += sums.correct

@@ -4,11 +4,11 @@ On CPUs without native bf16 (AVX2-only machines) bf16 matrix multiplies are many
 than fp32, so fp32 is the only sane choice there. CPUs with AMX or AVX512-BF16 (and GPUs) multiply
 bf16 several times faster than fp32; there ``auto`` picks bf16.
 
-What bf16 means depends on what is trained:
-- LoRA: the frozen base weights are *stored* in bf16 (half the memory, no per-step casts) and the
+What bf16 means depends on what is trained (the method's ``freezes_base`` decides):
+- LoRA (frozen base): the frozen base weights are *stored* in bf16 (half the memory, no per-step casts) and the
   model computes in bf16, while the adapter weights, their gradients and the optimizer state stay
   fp32 (PEFT keeps adapters in fp32; ``fast_lora`` casts them down only for the multiplies).
-- Full fine-tuning: the weights stay fp32 (bf16 weights would round small updates away) and the
+- Full fine-tuning (trained base): the weights stay fp32 (bf16 weights would round small updates away) and the
   forward pass runs under bf16 autocast.
 """
 
@@ -39,14 +39,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def base_weight_dtype(precision: str, method: str) -> Any:
-    """The dtype to load the base model in: bf16 for LoRA in bf16 (frozen weights), else fp32.
+def base_weight_dtype(precision: str, method: Any) -> Any:
+    """The dtype to load the base model in: bf16 where the method freezes it and ``precision`` is bf16, else fp32.
 
-    ``precision`` is a resolved one (``fp32`` or ``bf16``).
+    ``precision`` is a resolved one (``fp32`` or ``bf16``); ``method`` a ``TrainingMethod`` or its
+    registered name. The method decides (``TrainingMethod.base_dtype``).
     """
-    import torch
+    if isinstance(method, str):
+        from tuneforge.core.registries import METHODS
 
-    return torch.bfloat16 if precision == "bf16" and method == "lora" else torch.float32
+        method = METHODS.get(method)
+    return method.base_dtype(precision)
 
 
 def forward_context(model: Any, precision: str) -> Any:

@@ -25,7 +25,8 @@ from tuneforge.core.errors import CheckpointError, TrainingError
 from tuneforge.core.memory import current_memory_mb, peak_memory_mb
 from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens, split_into_passes
 from tuneforge.data.tokenize import EncodedDataset
-from tuneforge.model.loss import label_loss_sums, mean_label_loss, perplexity
+from tuneforge.model.loss import LossSums, mean_label_loss, perplexity
+from tuneforge.model.methods import get_method
 from tuneforge.model.precision import forward_context, resolve_precision
 from tuneforge.monitor.events import EventWriter
 from tuneforge.train.checkpoint import (
@@ -42,6 +43,7 @@ from tuneforge.train.checkpoint import (
     verify_checkpoint,
 )
 from tuneforge.train.monitor import Issue, MonitorSettings, TrainingMonitor
+from tuneforge.train.objectives import bind, get_objective
 from tuneforge.train.optim import build_optimizer, build_scheduler, default_warmup, plan_steps
 from tuneforge.train.signals import GracefulStop
 from tuneforge.train.state import TrainState, data_fingerprint
@@ -75,6 +77,15 @@ class TrainOutcome:
     resumed_from_step: int | None = None
     rollbacks: int = 0
     skipped_steps: int = 0
+
+
+def training_loss_sums(loss_sums: Callable[[Any, dict[str, Any]], LossSums], model: Any, batch: dict[str, Any]) -> LossSums:
+    """The loss sums of one training pass, as the run's objective computes them.
+
+    The loop's only loss call, kept module-level so that tests inject faults (NaN, spikes,
+    exploding gradients) in one place whatever the objective.
+    """
+    return loss_sums(model, batch)
 
 
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
@@ -130,6 +141,8 @@ class _Run:
         self.checkpoints_dir = run_dir / "checkpoints"
         self.device = next(model.parameters()).device.type
         self.precision = resolve_precision(config.precision, self.device)
+        # The objective computes the loss; the method says whether it must run the wrapper's forward.
+        self.loss_sums = bind(get_objective(config.objective), get_method(config.method).forward_through_wrapper)
         self.lengths = [len(item.input_ids) for item in train_set.items]
         self.n_batches = math.ceil(len(self.lengths) / config.batch_size)
         self.accumulation = config.gradient_accumulation_steps
@@ -275,7 +288,7 @@ class _Run:
             batch = collate_packed(batch_items) if config.packing else collate(batch_items, self.pad_token_id)
             batch = _to_device(batch, self.device)
             with forward_context(self.model, self.precision):
-                sums = label_loss_sums(self.model, batch)
+                sums = training_loss_sums(self.loss_sums, self.model, batch)
             (sums.loss_sum / group_tokens).backward()
             loss_sum += float(sums.loss_sum.detach())
             correct += sums.correct
@@ -339,7 +352,8 @@ class _Run:
     def evaluate(self, n_batches: int) -> tuple[list[Issue], str | None]:
         """Validation loss; track the best checkpoint; early stopping. Returns (issues, reason to stop or None)."""
         state, config = self.state, self.config
-        metrics = mean_label_loss(self.model, iter_eval_batches(self.validation_set.items, config.batch_size, self.pad_token_id))
+        metrics = mean_label_loss(self.model, iter_eval_batches(self.validation_set.items, config.batch_size, self.pad_token_id),
+                                  self.loss_sums)
         record = {"step": state.step, "epoch": round(state.epoch + min(1.0, state.batches_done_in_epoch / n_batches), 4),
                   "validation_loss": metrics["loss"], "validation_accuracy": metrics["accuracy"],
                   "validation_perplexity": metrics["perplexity"]}
