@@ -79,7 +79,7 @@ def add_data_commands(subparsers: Any) -> None:
                           "default smollm2-135m-instruct)")
     validate.add_argument("--estimate-time", action="store_true", help="time a few training steps on this machine "
                           "(loads the model: --model, default smollm2-135m-instruct) and estimate training time")
-    validate.add_argument("--method", choices=_choices("method"), default="lora", help="for --estimate-time (default: lora)")
+    validate.add_argument("--method", choices=_method_names(), default="lora", help="for --estimate-time (default: lora)")
     validate.add_argument("--cost-per-hour", type=config_value("cost_per_hour"), default=None, metavar="X",
                           help="price of an hour of this machine")
     validate.add_argument("--trust-remote-code", action="store_true", help="allow the model's own tokenizer code")
@@ -127,6 +127,13 @@ def _choices(name: str) -> list[str]:
     return [str(choice) for choice in get_args(FineTuningConfig.model_fields[name].annotation)]
 
 
+def _method_names() -> list[str]:
+    """The registered training methods (``method``: full, lora, ...)."""
+    from tuneforge.core.registries import METHODS
+
+    return METHODS.names()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from tuneforge.data.validate import ValidationOptions, validate_data
 
@@ -168,10 +175,10 @@ def _load_for_validation(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.estimate_time:
         return tokenizer, None
     model = load_model(path, trust_remote_code=args.trust_remote_code)
-    if args.method == "lora":
-        from tuneforge.model.adapters import apply_lora
+    from tuneforge.config import make_config
+    from tuneforge.model.methods import get_method
 
-        model = apply_lora(model, 16, 32.0, 0.0, "all-linear")
+    model = get_method(args.method).wrap(model, make_config({"method": args.method}))  # the method's defaults (LoRA r=16)
     return tokenizer, model
 
 
