@@ -1,0 +1,1 @@
+"""The data doctor, by concern; ``tuneforge.data.validate`` is its entry point (``validate_data``, ``load_checked``)."""
