@@ -14,7 +14,7 @@ import pytest
 
 from helpers import write_jsonl
 from tuneforge.core.errors import ConfigError, TuneforgeError
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.manager import TrainingDataManager
 from tuneforge.data.row_formats import RowFormat, detect_row_format, flat_format, format_names, formats_help, get_format

@@ -21,7 +21,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 Strategy = Literal["steps", "epoch", "no"]
 Scheduler = Literal["cosine", "linear", "constant"]
-DataFormat = str  # a row format registered in core.row_format_registry.ROW_FORMATS (data/row_formats/), or "auto"
+DataFormat = str  # a row format registered in core.registries.ROW_FORMATS (data/row_formats/), or "auto"
 Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
 BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
 FinalWeights = Literal["best", "last"]
@@ -184,7 +184,7 @@ class FineTuningConfig(BaseModel):
     @classmethod
     def _check_data_format(cls, value: str) -> str:
         """``auto``, a registered row format, or a ``module:attribute`` plug-in; unknown names list the valid ones."""
-        from tuneforge.core.row_format_registry import ROW_FORMATS
+        from tuneforge.core.registries import ROW_FORMATS
 
         problem = ROW_FORMATS.problem(value, "data_format") if value != "auto" else None
         if problem:

@@ -69,7 +69,7 @@ def add_format_flags(parser: argparse.ArgumentParser) -> None:
 
 def data_format(text: str) -> str:
     """An argparse ``type=`` for ``--data-format``: auto, a registered row format, or a ``module:attribute`` plug-in."""
-    from tuneforge.core.row_format_registry import ROW_FORMATS
+    from tuneforge.core.registries import ROW_FORMATS
 
     problem = ROW_FORMATS.problem(text, "--data-format") if text != "auto" else None
     if problem:

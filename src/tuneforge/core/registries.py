@@ -35,3 +35,9 @@ EXPORTERS: Registry[Any] = Registry(
     "exporter", entry_point_group="tuneforge.exporters", builtins=("tuneforge.export",),
     hint="or give a plug-in as 'module:attribute' naming an Exporter; see docs/SEAMS.md",
 )
+
+# Row formats: keys, converter and checks of each format (data/row_formats/, one file each).
+ROW_FORMATS: Registry[Any] = Registry(
+    "row format", entry_point_group="tuneforge.row_formats", builtins=("tuneforge.data.row_formats",),
+    hint="or 'auto' to detect it, --text-template for other columns, or a plug-in as 'module:attribute' naming a RowFormat",
+)

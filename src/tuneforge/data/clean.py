@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Any
 
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 
 
 # C0/C1 controls except tab and newline, plus zero-width and byte-order marks that render as nothing.

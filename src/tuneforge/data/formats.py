@@ -1,7 +1,7 @@
 """Row formats, as the rest of the data package used to see them: detection and conversion by name.
 
 The formats themselves are specs in ``data/row_formats/`` (one file each) registered in
-``tuneforge.core.row_format_registry.ROW_FORMATS``; this module keeps the older names working as live
+``tuneforge.core.registries.ROW_FORMATS``; this module keeps the older names working as live
 views of that registry (``FORMAT_KEYS``, ``CONVERTERS``), so a format registered later shows up too.
 """
 

@@ -1,4 +1,4 @@
-"""The row formats tuneforge reads, one file each, registered in ``tuneforge.core.row_format_registry.ROW_FORMATS``.
+"""The row formats tuneforge reads, one file each, registered in ``tuneforge.core.registries.ROW_FORMATS``.
 
 | format              | columns                                   | becomes                                  |
 | ------------------- | ----------------------------------------- | ---------------------------------------- |
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 from tuneforge.data.row_formats.base import OPTIONAL_KEYS, RowFormat, check_row_format, flat_format, metadata_of, text_value
 
 ROW_FORMATS.set_check(check_row_format)

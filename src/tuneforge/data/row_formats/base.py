@@ -3,7 +3,7 @@
 A format's spec owns its identifying keys, its optional columns, the converter to a
 ``TrainingExample``, the data doctor's row checks, and what the cleaner and augmenter may touch.
 Detection, conversion, validation, ``prepare`` and the CLI's help all read the specs from the
-``ROW_FORMATS`` registry (``tuneforge.core.row_format_registry``); adding a format is one file in this
+``ROW_FORMATS`` registry (``tuneforge.core.registries``); adding a format is one file in this
 package plus one ``ROW_FORMATS.register(...)`` (or a ``module:attribute`` plug-in naming a spec).
 
 Flat formats (columns of text) are built with ``flat_format``; chat has its own file.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 from tuneforge.data.checks import Location, describe_type, show
 from tuneforge.data.examples import ROLES, TrainingExample
 from tuneforge.data.findings import Finding

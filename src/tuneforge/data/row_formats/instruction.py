@@ -6,7 +6,7 @@ before ``input_output``, whose keys an instruction row also has.
 
 from __future__ import annotations
 
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.row_formats.base import flat_format
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneforge.core.row_format_registry import ROW_FORMATS
+from tuneforge.core.registries import ROW_FORMATS
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.row_formats.base import flat_format
 
