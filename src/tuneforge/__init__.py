@@ -23,6 +23,11 @@ _EXPORTS = {
     "compare_models": "tuneforge.evaluate.compare",
     "load_trained": "tuneforge.runs",
     "TuneforgeError": "tuneforge.core.errors",
+    "TrainingMonitor": "tuneforge.train.monitor",
+    "MonitorSettings": "tuneforge.train.monitor",
+    "Issue": "tuneforge.train.monitor",
+    "TrainingMetrics": "tuneforge.train.metrics",
+    "ResultFinding": "tuneforge.train.result_checks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

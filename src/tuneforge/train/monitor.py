@@ -39,9 +39,15 @@ import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Union
+
+from tuneforge.train.metrics import TrainingMetrics
+
+if TYPE_CHECKING:
+    from tuneforge.train.result_checks import ResultFinding
 
 Severity = Literal["info", "warning", "error"]
+Metrics = Union[Mapping[str, Any], TrainingMetrics]  # a dict of event fields, or the typed record
 
 SEVERITY: dict[str, Severity] = {
     "nan_loss": "error", "nan_gradient": "error", "loss_spike": "warning", "divergence": "error",
@@ -99,6 +105,10 @@ class MonitorSettings:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _as_mapping(metrics: Metrics) -> Mapping[str, Any]:
+    return metrics.to_dict() if isinstance(metrics, TrainingMetrics) else metrics
 
 
 def _tokens(metrics: Mapping[str, Any]) -> float:
@@ -166,8 +176,14 @@ class TrainingMonitor:
 
     # ------------------------------------------------------------------ the public vocabulary
 
-    def track_metrics(self, metrics: Mapping[str, Any]) -> list[Issue]:
-        """Record one step's metrics (``loss``…) or one evaluation's (``validation_loss``); return new issues."""
+    def track_metrics(self, metrics: Metrics) -> list[Issue]:
+        """Record one step's metrics (``loss``…) or one evaluation's (``validation_loss``); return new issues.
+
+        ``metrics`` is a dict with the fields of a ``train.step``/``eval.result`` event or a ``TrainingMetrics``.
+        Give ``trained_tokens`` (the labelled tokens the loss is a mean over) for the loss checks to allow
+        for the noise of small steps.
+        """
+        metrics = _as_mapping(metrics)
         issues = self.detect_issues(metrics)
         if "validation_loss" in metrics:
             self._record_evaluation(metrics)
@@ -175,8 +191,9 @@ class TrainingMonitor:
             self._record_step(metrics)
         return self.report(issues)
 
-    def detect_issues(self, metrics: Mapping[str, Any]) -> list[Issue]:
+    def detect_issues(self, metrics: Metrics) -> list[Issue]:
         """The issues ``metrics`` shows against the history so far (nothing is recorded)."""
+        metrics = _as_mapping(metrics)
         step = int(metrics.get("step", 0))
         if "validation_loss" in metrics:
             return [issue for issue in [self._overfitting(step, metrics)] if issue]
@@ -186,6 +203,17 @@ class TrainingMonitor:
         checks = (self._loss_spike, self._divergence, self._exploding_gradients, self._plateau, self._lr_too_high,
                   self._lr_too_low, self._throughput_drop, self._memory_creep)
         return [issue for check in checks if (issue := check(step, metrics))]
+
+    def validate_results(self, predictions: Iterable[Mapping[str, Any]] | Any) -> list[ResultFinding]:
+        """Findings about the answers themselves (empty, echoing the prompt, one label for all, never ending, labels
+        never answered), each with a message, a count and examples: see ``tuneforge.train.result_checks``.
+
+        ``predictions``: dicts with ``reference`` and ``prediction`` (``ModelEvaluation.predictions``, or the
+        rows of ``predictions.jsonl``, whose ``tuned`` answer is read), or a ``ModelEvaluation``.
+        """
+        from tuneforge.train.result_checks import check_predictions
+
+        return check_predictions(predictions)
 
     def generate_report(self, run_dir: Path) -> Path:
         """Write ``run_dir/report.html`` (curves with these issues on the timeline) and return its path."""
