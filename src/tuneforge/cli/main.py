@@ -254,7 +254,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from tuneforge import __version__
+    from tuneforge.core.version import __version__
 
     return f"tuneforge {__version__}"
 

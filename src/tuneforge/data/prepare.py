@@ -333,7 +333,7 @@ def _sha256(path: Path) -> str:
 
 def _manifest(source: Path, options: PrepareOptions, log: _Log, kept: list[KeptExample], assignment: list[str],
               rows: dict[str, list[dict[str, Any]]], labels_before: dict[str, Any], report: ValidationReport) -> dict[str, Any]:
-    from tuneforge import __version__
+    from tuneforge.core.version import __version__
 
     field_name = options.label_field or options.stratify
     labels_after: dict[str, dict[str, int]] = {}
