@@ -112,6 +112,9 @@ def test_real_line_numbers_for_every_file_type(tmp_path: Path):
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
     manager = TrainingDataManager()
     assert [e.source for e in manager.load(listed)[0]] == [f"{listed}:{n}" for n in (2, 6, 10)]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text('{"note": [1, {"data": 2}],\n "data": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]}")
+    assert [e.source for e in manager.load(wrapped)[0]] == [f"{wrapped}:{n}" for n in (3, 4, 5)]
     assert [e.source for e in manager.load(csv_file)[0]] == [f"{csv_file}:{n}" for n in (2, 3, 4)]
     assert manager.load(tmp_path / "d.parquet")[0][2].source == f"{tmp_path / 'd.parquet'}:row 3"
     assert manager.load(tmp_path / "saved")[0][1].source == f"{tmp_path / 'saved'}:row 2"
@@ -263,3 +266,18 @@ def test_training_example_is_exported_and_trains_like_a_loaded_row(tmp_path: Pat
     data = TrainingDataManager().prepare_data([tuneforge.TrainingExample(input=f"q{i}", output="a") for i in range(10)],
                                               validation_split=0.0, test_split=0.0)
     assert len(data.examples) == 10 and data.metadata["format"] == "examples"
+
+
+def test_finetune_on_a_prepared_directory_trains_on_its_splits(capsys, tiny_model_dir: Path, tmp_path: Path):
+    from tuneforge.cli.main import main
+    from tuneforge.data.prepare import PrepareOptions, prepare_dataset
+
+    out = tmp_path / "prepared"
+    files = prepare_dataset(write_jsonl(tmp_path / "raw.jsonl", make_rows(30)), out, PrepareOptions(split=(0.6, 0.2, 0.2))).manifest["files"]
+    run = tmp_path / "run"
+    code = main(["finetune", "--data", str(out), "--model", str(tiny_model_dir), "--output", str(run), "--epochs", "1",
+                 "--no-evaluate-base", "--max-new-tokens", "4", "--validation-split", "0.3", "--test-split", "0.3"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((run / "results.json").read_text())["data"]
+    assert (data["train"], data["validation"], data["test"]) == tuple(
+        files[f"{name}.jsonl"]["rows"] for name in ("train", "validation", "test"))

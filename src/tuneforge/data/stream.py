@@ -144,9 +144,11 @@ def _iter_json(file: Path) -> Iterator[Item]:
         yield finding("invalid_json", f"invalid JSON ({error})", file)
         return
     if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
-        items, lines = loaded["data"], [None] * len(loaded["data"])
+        items = loaded["data"]
+        start = _data_list_start(text)
+        lines = _element_lines(text, len(items), start) if start is not None else [None] * len(items)
     elif isinstance(loaded, list):
-        items, lines = loaded, _element_lines(text, len(loaded))
+        items, lines = loaded, _element_lines(text, len(loaded), text.index("["))
     else:
         yield finding("json_not_a_list", "expected a JSON list of examples (or {\"data\": [...]}); "
                       "for one example per line use .jsonl", file, 1)
@@ -157,11 +159,31 @@ def _iter_json(file: Path) -> Iterator[Item]:
         yield SourceRow(item, lines[index - 1], index)
 
 
-def _element_lines(text: str, count: int) -> list[int | None]:
-    """The line each element of a top-level JSON list starts on (the text is known to be valid)."""
+def _data_list_start(text: str) -> int | None:
+    """Where the list of ``{"data": [...]}`` opens (the text is a valid JSON object), or None."""
+    decoder = json.JSONDecoder()
+    position, found = text.index("{") + 1, None
+    try:
+        while True:
+            while text[position] in " \t\r\n,":
+                position += 1
+            if text[position] == "}":
+                return found
+            key, position = decoder.raw_decode(text, position)
+            while text[position] in " \t\r\n:":
+                position += 1
+            if key == "data":
+                found = position  # the last one wins, as in json.loads
+            _, position = decoder.raw_decode(text, position)
+    except (ValueError, IndexError, RecursionError):  # cannot happen for valid JSON; fall back to row numbers
+        return None
+
+
+def _element_lines(text: str, count: int, start: int) -> list[int | None]:
+    """The line each element of the JSON list opening at ``text[start]`` starts on (the text is valid JSON)."""
     decoder = json.JSONDecoder()
     lines: list[int | None] = []
-    position, line = text.index("[") + 1, text.count("\n", 0, text.index("[")) + 1
+    position, line = start + 1, text.count("\n", 0, start) + 1
     try:
         for _ in range(count):
             start = position
