@@ -4,6 +4,9 @@ This is the one place the map lives; ``tests/test_layers.py`` parses every modul
 ``ast``: function-level and ``TYPE_CHECKING`` imports included) and fails on an import that goes up,
 or on a module the map does not place. A new package or top-level module gets a line here.
 
+Packages of one layer may import each other (evaluation generates through inference, the monitor's
+result checks score answers as evaluation does); what the map forbids is reaching up.
+
 Where the top-level modules sit, decided by what they import and who needs them:
 
 - ``report`` (report.html from events.jsonl and results.json) imports only core and monitor, and the
