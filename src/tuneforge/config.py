@@ -114,7 +114,7 @@ class FineTuningConfig(BaseModel):
     epochs: float = Field(3.0, gt=0, le=1000)
     batch_size: int = Field(8, ge=1, le=4096)
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
-    learning_rate: float | None = Field(None, gt=0, le=1.0, description="default: the method's (1e-3 for lora, 5e-5 for full)")
+    learning_rate: float | None = Field(None, gt=0, le=1.0, description="peak learning rate; unset: the method's own")
     objective: str = Field("sft", description="the training loss: sft (cross-entropy on the answers), "
                            "or a plug-in module:attribute (a registered objective, see docs/SEAMS.md)")
     lr_scheduler: Scheduler = "cosine"
@@ -161,7 +161,8 @@ class FineTuningConfig(BaseModel):
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed in one run; after that a rollback policy stops")
     report_to: list[str] = Field(
-        default_factory=list, description="also log metrics to these trackers (tensorboard: RUN_DIR/tensorboard/); never to a network"
+        default_factory=list, description="also log metrics to these trackers (tensorboard: RUN_DIR/tensorboard/), "
+        "or a plug-in module:attribute naming a SinkSpec; never to a network"
     )
     resume: bool = Field(
         False, description="continue the run in --output from its newest intact checkpoint, exactly where it stopped"

@@ -66,6 +66,10 @@ def _quiet_libraries() -> None:
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ``FineTuningConfig`` field, named in kebab case, documented from the schema."""
     from tuneforge.config import DEFAULT_LEARNING_RATE, FineTuningConfig
+    from tuneforge.core.registries import METHODS, OBJECTIVES, SINKS
+
+    # Fields whose values are registry names (or module:attribute plug-ins): their help lists the names.
+    REGISTRY_FIELDS = {"method": METHODS, "objective": OBJECTIVES, "report_to": SINKS}
 
     groups = {
         "data": parser.add_argument_group("data"),
@@ -89,17 +93,21 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         choices = _literal_choices(annotation)
         default = field.default if field.default_factory is None else field.default_factory()
         if name == "learning_rate":
-            default = f"{DEFAULT_LEARNING_RATE['lora']} (lora), {DEFAULT_LEARNING_RATE['full']} (full)"
+            default = ", ".join(f"{rate} ({method})" for method, rate in DEFAULT_LEARNING_RATE.items())
         text = field.description or ""
         if choices:
             text = (text + "; " if text else "") + "one of: " + ", ".join(choices)
+        elif name in REGISTRY_FIELDS:
+            registered = REGISTRY_FIELDS[name].names()
+            text = (text + "; " if text else "") + "registered: " + (", ".join(registered) or "none")
         text = (f"{text} (default: {default})" if text else f"default: {default}").replace("%", "%%")
         if annotation is bool:
             groups[section].add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif _is_list(annotation):
             groups[section].add_argument(flag, dest=name, default=None, metavar="A,B", help=text + " (comma-separated)")
         else:
-            groups[section].add_argument(flag, dest=name, default=None, metavar=_metavar(name, annotation, choices), help=text)
+            metavar = "NAME" if name in REGISTRY_FIELDS else _metavar(name, annotation, choices)
+            groups[section].add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
 
 
 def _metavar(name: str, annotation: Any, choices: list[str]) -> str:

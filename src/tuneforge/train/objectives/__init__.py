@@ -13,10 +13,12 @@ is one function registered in ``OBJECTIVES`` or named as ``objective: my_module:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from tuneforge.core.registries import OBJECTIVES
-from tuneforge.model.loss import LossSums
+
+if TYPE_CHECKING:  # not imported at run time: config validation looks objectives up without torch
+    from tuneforge.model.loss import LossSums
 
 
 class Objective(Protocol):
@@ -54,4 +56,4 @@ def bind(objective: Objective, through_wrapper: bool) -> Callable[[Any, dict[str
     return lambda model, batch: objective(model, batch, through_wrapper=through_wrapper)
 
 
-__all__ = ["OBJECTIVES", "Objective", "LossSums", "bind", "check_objective", "get_objective", "sft"]
+__all__ = ["OBJECTIVES", "Objective", "bind", "check_objective", "get_objective", "sft"]

@@ -6,14 +6,18 @@ with the loss, so no full logits tensor is ever built.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.core.registries import OBJECTIVES
-from tuneforge.model.loss import LossSums, label_loss_sums
+
+if TYPE_CHECKING:
+    from tuneforge.model.loss import LossSums
 
 
 def sft(model: Any, batch: dict[str, Any], *, through_wrapper: bool = False) -> LossSums:
     """Summed cross-entropy over ``batch``'s labels (``IGNORE_INDEX`` positions excluded)."""
+    from tuneforge.model.loss import label_loss_sums  # here, not at import: looking ``sft`` up needs no torch
+
     return label_loss_sums(model, batch, through_wrapper)
 
 
