@@ -300,13 +300,24 @@ def test_resume_refuses_changed_settings_and_finished_runs(crashed, tmp_path, ca
 
 
 def test_resume_refuses_data_that_changed_since_the_checkpoint(tiny_model_dir, tmp_path):
+    """Resume trains on the run's own splits (RUN_DIR/data) and says the original file changed; other data given
+    explicitly is refused by the checkpoint's data fingerprint."""
+    from tuneforge.data.manager import TrainingDataManager
+
     data = write_jsonl(tmp_path / "data.jsonl", make_rows())
     run_dir = tmp_path / "run"
     values = crashed_run(run_dir, tiny_model_dir, data)
     write_jsonl(data, [dict(row, output="purple") if i % 5 == 0 else row for i, row in enumerate(make_rows())])
+    changed = TrainingDataManager().prepare_data(data, validation_split=values.get("validation_split", 0.1),
+                                                 test_split=values.get("test_split", 0.1), seed=values.get("seed", 42))
     with pytest.raises(CheckpointError) as caught:
-        FineTuningPipeline(make_config({**values, "resume": True})).train()
+        FineTuningPipeline(make_config({**values, "resume": True})).train(changed)
     assert "other data" in str(caught.value) and "step-000009" in str(caught.value)
+
+    resumed = FineTuningPipeline(make_config({**values, "resume": True})).train()
+    assert resumed.status == "succeeded" and resumed.train["resumed_from_step"] == 9
+    [warning] = [e for e in read_events(run_dir) if e["type"] == "data.originals_changed"]
+    assert warning["files"] == [str(data)] and "splits it trained on" in warning["message"]
 
 
 def test_resume_refuses_a_run_that_is_still_training(crashed, tmp_path):

@@ -2,13 +2,20 @@
 
 The order of stages and the contents of the run directory live here and nowhere else:
 
-    runs/<name>/config.yaml, events.jsonl, checkpoints/, adapter/ | model/, results.json, predictions.jsonl, report.html
+    runs/<name>/config.yaml, events.jsonl, data/, checkpoints/, adapter/ | model/, results.json, predictions.jsonl,
+                base_predictions.jsonl, report.html, error.log (after an unexpected error)
+
+A run directory is self-sufficient: config.yaml holds absolute paths, and data/ the prepared splits
+the run trains on (with their SHA-256), so ``resume`` needs nothing else and works from any
+directory, also for a run started from in-memory records. A resumed run reuses the base model's
+evaluation of its first attempt (events.jsonl ``eval.finished`` + base_predictions.jsonl).
 
 Every input problem (data, model, config) is found before the run directory is created.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +33,7 @@ from tuneforge.core.paths import atomic_write_json, atomic_write_text, publish_d
 from tuneforge.core.status import RunStatus
 from tuneforge.data.examples import TrainingData
 from tuneforge.data.manager import TrainingDataManager
+from tuneforge.data.snapshot import changed_originals, has_snapshot, read_snapshot, write_snapshot
 from tuneforge.data.tokenize import EncodedDataset, encode_examples
 from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
@@ -33,7 +41,7 @@ from tuneforge.model.adapters import count_parameters
 from tuneforge.model.load import load_tokenizer, pick_device
 from tuneforge.model.methods import TrainingMethod, get_method, make_trainable
 from tuneforge.model.precision import resolve_precision
-from tuneforge.model.resolve import resolve_model
+from tuneforge.model.resolve import EMBEDDED_MODELS, resolve_model
 from tuneforge.monitor.events import EventWriter, read_events
 from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
@@ -43,6 +51,9 @@ from tuneforge.train.signals import GracefulStop
 
 EventCallback = Callable[[dict[str, Any]], None]
 logger = logging.getLogger(__name__)
+
+RUN_DATA = "data"  # RUN_DIR/data/: the prepared splits the run trains on (data/snapshot.py)
+BASE_PREDICTIONS = "base_predictions.jsonl"  # the base model's answers, so a resumed run need not evaluate it again
 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
@@ -111,6 +122,24 @@ def label_space(data: TrainingData) -> list[str] | None:
     return sorted({normalize_answer(answer) for answer in answers})
 
 
+def with_absolute_paths(config: FineTuningConfig) -> FineTuningConfig:
+    """``config`` with its data files and a local model as absolute paths (names and hub ids stay as they are).
+
+    The run's ``config.yaml`` then means the same thing from any directory: ``resume``, ``chat --adapter``
+    and ``eval --adapter`` find the data and the base model wherever they are started. A path that
+    does not exist here is left alone (it is reported when it is used).
+    """
+    updates: dict[str, str] = {}
+    for name in ("data", "validation_data", "test_data", "model"):
+        value = getattr(config, name)
+        if not value or (name == "model" and value.strip().lower() in EMBEDDED_MODELS):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and path.exists():
+            updates[name] = str(path.resolve())
+    return config.model_copy(update=updates) if updates else config
+
+
 def default_run_dir(config: FineTuningConfig) -> Path:
     name = config.name or f"{Path(config.model).name.lower()}-{get_method(config.method).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path("runs") / name
@@ -121,7 +150,7 @@ class FineTuningPipeline:
 
     def __init__(self, config: FineTuningConfig, on_event: EventCallback | None = None, handle_signals: bool = True,
                  monitor_settings: MonitorSettings | None = None) -> None:
-        self.config = config
+        self.config = with_absolute_paths(config)  # config.yaml must not depend on the directory it is read from
         self.monitor_settings = monitor_settings  # thresholds of the health checks (None: the defaults)
         self.on_event = on_event or (lambda event: None)
         # SIGINT/SIGTERM during training: finish the step, save a checkpoint, return status "interrupted".
@@ -129,6 +158,7 @@ class FineTuningPipeline:
         self._stop = GracefulStop(handle_signals)  # also what request_stop sets; one per train() call
         self._sinks: list[Any] = []
         self._prior_issues: list[dict[str, Any]] = []
+        self._prior_events: list[dict[str, Any]] = []  # events.jsonl of the earlier attempts, when resuming
 
     def train(self, data: TrainingData | None = None) -> TrainingResult:
         """Run every stage and return the result; raises ``TuneforgeError`` subclasses on bad input.
@@ -140,14 +170,22 @@ class FineTuningPipeline:
         config = self.config
         run_dir = self._resumable_run_dir() if config.resume else self._free_run_dir()
         check_sinks(config.report_to)
+        changed: list[str] = []
+        if data is None and config.resume and has_snapshot(run_dir / RUN_DATA):
+            data = read_snapshot(run_dir / RUN_DATA)  # the splits the run trained on, whatever the cwd or config.data
+            changed = changed_originals(run_dir / RUN_DATA)
         data = data or self.prepare_data()
         model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
         inputs = self._encode(data, model_dir)
         if config.resume:
-            self._prior_issues = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "issue.detected"]
+            self._prior_events = list(read_events(run_dir / "events.jsonl"))
+            self._prior_issues = [e for e in self._prior_events if e.get("type") == "issue.detected"]
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        if not has_snapshot(run_dir / RUN_DATA):  # an older run gets its snapshot at its first resume
+            originals = {name: getattr(config, name) for name in ("data", "validation_data", "test_data")}
+            write_snapshot(data, run_dir / RUN_DATA, originals)
         self._sinks = open_sinks(config.report_to, run_dir)
         stop = self._stop
         with EventWriter(run_dir / "events.jsonl") as events, stop:
@@ -155,6 +193,10 @@ class FineTuningPipeline:
             notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
                    resume=config.resume, pid=os.getpid())
+            if changed:
+                notify("data.originals_changed", files=changed,
+                       message=f"{', '.join(changed)} changed since the run started; resuming on the splits it trained on "
+                               f"({run_dir / RUN_DATA}), as an exact resume must")
             try:
                 self._run_stages(data, inputs, run_dir, events, result, stop)
                 if result.status == RunStatus.RUNNING:
@@ -266,7 +308,7 @@ class FineTuningPipeline:
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError([f"resume: {run_dir} is not a tuneforge run directory (no config.yaml); "
                                "start a new run without --resume"])
-        saved = load_config(run_dir / "config.yaml")
+        saved = with_absolute_paths(load_config(run_dir / "config.yaml"))
         changed = [f"{name}: the run has {getattr(saved, name)!r}, this config {getattr(self.config, name)!r}"
                    for name in type(self.config).model_fields
                    if name not in RESUME_MAY_CHANGE and getattr(saved, name) != getattr(self.config, name)]
@@ -304,10 +346,18 @@ class FineTuningPipeline:
                                max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
         test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
         if config.evaluate_base and test:
-            notify("eval.started", model="base", examples=len(test))
-            result.base = evaluate_model(model, tokenizer, test, **evaluation_args,
-                                         on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "base", "done": n}))
-            notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources)
+            key = _evaluation_key(config.model, test, evaluation_args)
+            result.base = _recorded_base(run_dir, self._prior_events, key) if config.resume else None
+            if result.base is not None:  # the first attempt evaluated this very base on this very test set
+                notify("eval.reused", model="base", examples=len(test), performance=result.base.performance,
+                       resources=result.base.resources, message="the base model's evaluation from the first attempt")
+            else:
+                notify("eval.started", model="base", examples=len(test))
+                result.base = evaluate_model(model, tokenizer, test, **evaluation_args,
+                                             on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "base", "done": n}))
+                _write_jsonl(run_dir / BASE_PREDICTIONS, result.base.predictions)
+                notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources,
+                       task=result.base.task, key=key, predictions=len(result.base.predictions))
 
         torch.manual_seed(config.seed)
         model = make_trainable(method, model, config)
@@ -371,6 +421,37 @@ def _publish_final(model: Any, tokenizer: Any, run_dir: Path, method: TrainingMe
         publish_directory(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _evaluation_key(model: str, test: list[Any], evaluation_args: dict[str, Any]) -> str:
+    """A fingerprint of everything that decides an evaluation's result: model, test examples, settings."""
+    content = {"model": model, "examples": [(example.to_dict(), example.source) for example in test],
+               **{name: list(value) if isinstance(value, (list, tuple)) else value for name, value in evaluation_args.items()}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _recorded_base(run_dir: Path, events: list[dict[str, Any]], key: str) -> ModelEvaluation | None:
+    """The base evaluation an earlier attempt recorded with this ``key`` (scores in events, predictions in a file).
+
+    None when there is none, or its predictions file is missing or damaged: then the base is evaluated again.
+    """
+    recorded = [e for e in events if e.get("type") == "eval.finished" and e.get("model") == "base" and e.get("key") == key]
+    if not recorded or not isinstance(recorded[-1].get("performance"), dict):
+        return None
+    event = recorded[-1]
+    try:
+        lines = (run_dir / BASE_PREDICTIONS).read_text(encoding="utf-8").splitlines()
+        predictions = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if len(predictions) != event.get("predictions") or not all(isinstance(p, dict) for p in predictions):
+        return None
+    return ModelEvaluation(performance=event["performance"], resources=dict(event.get("resources") or {}),
+                           task=str(event.get("task") or "generation"), predictions=predictions)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _write_predictions(run_dir: Path, base: ModelEvaluation | None, tuned: ModelEvaluation) -> None:
