@@ -142,3 +142,21 @@ def test_unknown_or_unfit_objectives_are_config_errors():
     with pytest.raises(ConfigError, match="expected a loss function"):
         make_config({"objective": f"{__name__}:PAIRS"})
     assert make_config({}).objective == "sft"
+
+
+def test_evaluation_loss_of_a_prompt_tuned_model_goes_through_the_wrapper(tiny_model_dir, batches):
+    """Code holding only a model (evaluate_model) still sees the virtual tokens a prompt-learning wrapper adds."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.model.loss import mean_label_loss, wrapper_injects_state
+
+    padded, _ = batches
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert not wrapper_injects_state(base)
+    torch.manual_seed(0)
+    model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert wrapper_injects_state(model)
+    with torch.no_grad():
+        expected = float(model(**padded).loss)
+    assert mean_label_loss(model, [padded])["loss"] == pytest.approx(expected, rel=1e-5)

@@ -136,15 +136,24 @@ def _decoder_output_through_wrapper(model: Any, decoder: Any, inputs: dict[str, 
     return hidden[:, -length:] if hidden.shape[1] > length else hidden
 
 
+def wrapper_injects_state(model: Any) -> bool:
+    """Whether ``model`` is a PEFT wrapper whose ``forward`` adds state the bare decoder would miss
+    (prompt learning: prompt, prefix and p-tuning). Training asks the method spec instead
+    (``forward_through_wrapper``); this serves code that only holds a model (evaluation)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 @torch.no_grad()
 def mean_label_loss(model: Any, batches: Iterable[dict[str, torch.Tensor]],
                     loss_sums: Callable[[Any, dict[str, torch.Tensor]], LossSums] | None = None) -> dict[str, float]:
     """Token-level mean loss, next-token accuracy and perplexity over ``batches`` (model put in eval mode).
 
-    ``loss_sums(model, batch)`` computes one batch (default ``label_loss_sums``; the training loop
-    passes its objective so validation measures what training optimizes).
+    ``loss_sums(model, batch)`` computes one batch (default ``label_loss_sums``, through the
+    wrapper's forward where the wrapper injects state; the training loop passes its objective so
+    validation measures what training optimizes).
     """
-    loss_sums = loss_sums or label_loss_sums
+    loss_sums = loss_sums or (lambda model_, batch: label_loss_sums(model_, batch, wrapper_injects_state(model_)))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
