@@ -237,18 +237,28 @@ class BatchNearDuplicates:
         self._kept_ids.append(np.array(self._ids, dtype=np.int64))
         self._texts, self._ids = [], []
 
-    def pairs(self, small_bucket: int = 12) -> list[tuple[int, int, float]]:
-        """``(later key, earlier key, similarity)``: each text's most similar earlier near copy."""
+    def signatures(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, signatures)`` of every text added so far: int64 keys and an (n, num_perm) uint32 array."""
         self._flush()
         if not self._signatures:
-            return []
-        signatures = np.concatenate(self._signatures)
-        ids = np.concatenate(self._kept_ids)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.num_perm), dtype=np.uint32)
+        signatures, ids = np.concatenate(self._signatures), np.concatenate(self._kept_ids)
         self._signatures, self._kept_ids = [signatures], [ids]
+        return ids, signatures
+
+    def band_keys(self, signatures: np.ndarray, band: int) -> np.ndarray:
+        """One hashable key per row for LSH band ``band``: rows sharing it are near-copy candidates."""
+        block = np.ascontiguousarray(signatures[:, band * self.rows:(band + 1) * self.rows])
+        return block.view(np.dtype((np.void, block.dtype.itemsize * self.rows))).ravel()
+
+    def pairs(self, small_bucket: int = 12) -> list[tuple[int, int, float]]:
+        """``(later key, earlier key, similarity)``: each text's most similar earlier near copy."""
+        ids, signatures = self.signatures()
+        if not len(ids):
+            return []
         best: dict[int, tuple[int, float]] = {}
         for band in range(self.bands):
-            block = np.ascontiguousarray(signatures[:, band * self.rows:(band + 1) * self.rows])
-            keys = block.view(np.dtype((np.void, block.dtype.itemsize * self.rows))).ravel()
+            keys = self.band_keys(signatures, band)
             order = np.argsort(keys, kind="stable")  # a bucket's members stay in the order they were added
             ordered = keys[order]
             starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])

@@ -3,7 +3,7 @@
 A model scored on prompts it was trained on looks better than it is. ``find_leakage(train, other,
 "validation")`` compares every prompt of ``other`` with the training prompts: exact copies after
 Unicode NFC and whitespace collapsing (``dedup.prompt_text``), and near copies by MinHash
-(``dedup.NearDuplicateIndex``, character 5-grams). Each leak is one ``split_leakage`` warning at the
+(``dedup.BatchNearDuplicates``, vectorised, 5-gram shingles). Each leak is one ``split_leakage`` warning at the
 row of ``other``, with ``other_where`` naming the training row (``file:line`` on both sides).
 """
 
@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tuneforge.data.dedup import NearDuplicateIndex, key64, prompt_text
+import numpy as np
+
+from tuneforge.data.dedup import BatchNearDuplicates, key64, prompt_text
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.findings import Finding, finding
 
 # prepare's grouping rule (PrepareOptions.group_similarity): prompts this similar always share a split, so a
 # directory that ``tuneforge prepare`` wrote never warns.
 NEAR_THRESHOLD = 0.9
-MAX_NEAR_ROWS = 100_000  # training prompts sketched for the near check at most (memory: ~1 KiB each)
+MAX_NEAR_ROWS = 200_000  # training prompts sketched for the near check at most (512 bytes each: 100 MB)
+NUM_PERM = 128  # MinHash permutations: the similarity estimate's noise is about 0.03 near 0.9
+MAX_BUCKET_TRAIN = 32  # training prompts compared per LSH bucket (templated data fills buckets)
 
 
 def find_leakage(train: Sequence[TrainingExample], other: Sequence[TrainingExample], split_name: str,
@@ -39,38 +43,67 @@ def find_leakage(train: Sequence[TrainingExample], other: Sequence[TrainingExamp
     """
     if not train or not other:
         return []
-    exact: dict[int, TrainingExample] = {}
-    for example in train:
-        exact.setdefault(key64(prompt_text(example)), example)
-    index = _near_index(train, near_threshold, max_near_rows)
-    leaks: list[Finding] = []
-    for example in other:
-        text = prompt_text(example)
-        twin = exact.get(key64(text))
-        if twin is not None:
-            leaks.append(_leak(example, twin, split_name, None))
-            continue
-        if index is not None:
-            _, matches = index.match(text)
-            if matches:
-                position, similarity = matches[0]
-                leaks.append(_leak(example, train[int(position)], split_name, similarity))
-    return leaks
+    exact: dict[int, int] = {}
+    for position, example in enumerate(train):
+        exact.setdefault(key64(prompt_text(example)), position)
+    leaks: dict[int, Finding] = {}
+    pending: list[int] = []  # positions in ``other`` with no exact twin: candidates for the near check
+    for position, example in enumerate(other):
+        twin = exact.get(key64(prompt_text(example)))
+        if twin is None:
+            pending.append(position)
+        else:
+            leaks[position] = _leak(example, train[twin], split_name, None)
+    if near_threshold is not None and pending:
+        limit = len(train) if max_near_rows is None else min(len(train), max_near_rows)
+        for position, (twin, similarity) in _near_twins(train[:limit], [other[i] for i in pending], near_threshold).items():
+            leaks[pending[position]] = _leak(other[pending[position]], train[twin], split_name, similarity)
+    return [leaks[position] for position in sorted(leaks)]
+
+
+def _near_twins(train: Sequence[TrainingExample], other: Sequence[TrainingExample],
+                threshold: float) -> dict[int, tuple[int, float]]:
+    """``{position in other: (position in train, similarity)}``: each other prompt's most similar training prompt.
+
+    MinHash signatures are computed in vectorised batches (``BatchNearDuplicates``); LSH bands give the
+    candidate pairs (other, train) that share a bucket, verified on the full signature.
+    """
+    sketches = BatchNearDuplicates(threshold, num_perm=NUM_PERM)
+    for position, example in enumerate(train):
+        sketches.add(position, prompt_text(example))
+    for position, example in enumerate(other):
+        sketches.add(len(train) + position, prompt_text(example))
+    ids, signatures = sketches.signatures()
+    is_other = ids >= len(train)
+    if not is_other.any() or is_other.all():
+        return {}
+    best: dict[int, tuple[int, float]] = {}
+    for band in range(sketches.bands):
+        keys = sketches.band_keys(signatures, band)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        shared = ends - starts >= 2  # only buckets of two or more can pair an other prompt with a training one
+        for start, end in zip(starts[shared].tolist(), ends[shared].tolist()):
+            members = order[start:end]
+            mine, theirs = members[is_other[members]], members[~is_other[members]][:MAX_BUCKET_TRAIN]
+            if not len(mine) or not len(theirs):
+                continue
+            a, b = np.repeat(mine, len(theirs)), np.tile(theirs, len(mine))
+            similarity = (signatures[a] == signatures[b]).mean(axis=1)
+            for x, y, value in zip(a.tolist(), b.tolist(), similarity.tolist()):
+                if value >= threshold:
+                    key, twin = int(ids[x]) - len(train), int(ids[y])
+                    if key not in best or value > best[key][1] or (value == best[key][1] and twin < best[key][0]):
+                        best[key] = (twin, value)
+    return best
 
 
 def leakage_warnings(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     """The findings as ``TrainingData.metadata["warnings"]`` entries: code, message, where, other_where."""
     return [{"code": item.code, "message": item.message, "where": item.where, "other_where": item.other_where}
             for item in findings]
-
-
-def _near_index(train: Sequence[TrainingExample], threshold: float | None, limit: int | None) -> NearDuplicateIndex | None:
-    if threshold is None:
-        return None
-    index = NearDuplicateIndex(threshold)
-    for position, example in enumerate(train[:limit] if limit is not None else train):
-        index.add(position, prompt_text(example))
-    return index
 
 
 def _leak(example: TrainingExample, twin: TrainingExample, split_name: str, similarity: float | None) -> Finding:
