@@ -23,6 +23,7 @@ import torch
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.errors import CheckpointError, TrainingError
 from tuneforge.core.memory import current_memory_mb, peak_memory_mb
+from tuneforge.core.status import INTERRUPTED
 from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens, split_into_passes
 from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import LossSums, mean_label_loss, perplexity
@@ -121,9 +122,9 @@ def fit(
         if rng is not None:
             set_rng_state(rng)  # last, right before the first step: nothing may draw from the generators in between
         ending = run.train(stop)
-        if ending == "interrupted" and stop is not None:
+        if ending == INTERRUPTED and stop is not None:
             run.save_interrupted(stop)
-    if ending != "interrupted":
+    if ending != INTERRUPTED:
         run.select_final_weights()
     return run.finish()
 
@@ -234,7 +235,7 @@ class _Run:
         self.model.train()
         while state.step < self.total_steps:
             if stop is not None and stop.requested:
-                return "interrupted"
+                return INTERRUPTED
             batches = self.epoch_order(state.epoch)
             if state.batches_done_in_epoch >= len(batches):
                 state.epoch, state.batches_done_in_epoch = state.epoch + 1, 0
@@ -268,7 +269,7 @@ class _Run:
                 self.outcome.stopped_early = {"step": state.step, "reason": ended_by}
                 return "stopped"
         if stop is not None and stop.requested:
-            return "interrupted"
+            return INTERRUPTED
         return "done"
 
     def epoch_order(self, epoch: int) -> list[list[int]]:
