@@ -478,3 +478,25 @@ def test_subprocess_unexpected_error_has_no_traceback_and_error_log_has_it(tmp_p
     assert "something nobody foresaw" in result.stderr and str(run_dir / "error.log") in result.stderr
     logged = (run_dir / "error.log").read_text()
     assert "Traceback (most recent call last)" in logged and "ValueError: something nobody foresaw" in logged
+
+
+@pytest.mark.parametrize("module, handler, argv", [
+    ("tuneforge.cli.main", "cmd_finetune", ["finetune", "--data", "x.jsonl"]),
+    ("tuneforge.cli.main", "cmd_eval", ["eval", "--data", "x.jsonl"]),
+    ("tuneforge.cli.main", "cmd_chat", ["chat", "--prompt", "hi"]),
+    ("tuneforge.cli.main", "cmd_resume", ["resume", "runs/x"]),
+    ("tuneforge.cli.main", "cmd_monitor", ["monitor", "runs/x"]),
+    ("tuneforge.cli.main", "cmd_demo", ["demo"]),
+    ("tuneforge.cli.data_commands", "cmd_validate", ["validate", "x.jsonl"]),
+    ("tuneforge.cli.data_commands", "cmd_prepare", ["prepare", "x.jsonl", "--out", "d"]),
+])
+def test_every_command_turns_an_unexpected_error_into_one_message(capsys, monkeypatch, module, handler, argv):
+    import importlib
+
+    def fail(args):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    monkeypatch.setattr(importlib.import_module(module), handler, fail)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "Traceback" not in err
+    assert f"tuneforge {argv[0]} ran out of memory" in err and "--micro-batch-tokens" in err and "error-" in err

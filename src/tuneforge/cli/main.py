@@ -414,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: stopped at once. A run directory keeps its last complete checkpoint; "
               "continue it with: tuneforge resume RUN_DIR", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`tuneforge monitor --json | head`): not an error of ours
+        try:  # Python's recipe: point stdout at devnull so the flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured): nothing to redirect
+            pass
+        return 1
     except Exception as error:  # a bug, out of memory, a broken install: a message, the traceback in a log
         return _unexpected_failure(error, args.command, debug)
 
