@@ -386,7 +386,8 @@ class TrainingMonitor:
             return None
         recent = list(self.losses)[-(s.window - 1):] + [float(metrics["loss"])]
         smoothed = statistics.median(recent[-5:])
-        window_tokens = sum(list(self.tokens)[-4:]) + _tokens(metrics) if all(list(self.tokens)[-4:]) else 0.0
+        counts = list(self.tokens)[-4:] + [_tokens(metrics)]  # the tokens behind ``smoothed``; 0 where unknown
+        window_tokens = sum(counts) if all(counts) else 0.0
         noise = sampling_noise(smoothed, window_tokens, self._token_loss(smoothed))
         half = len(recent) // 2
         earlier, later = statistics.median(recent[:half]), statistics.median(recent[half:])
