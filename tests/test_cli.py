@@ -371,6 +371,7 @@ def _logs(home: Path) -> list[Path]:
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 8589934592 bytes"), ["ran out of memory", "--micro-batch-tokens"]),
     (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["ran out of memory", "--gradient-checkpointing"]),
+    (pytest.importorskip("torch").OutOfMemoryError("CUDA out of memory"), ["ran out of memory", "--batch-size"]),
     (ZeroDivisionError("division by zero"), ["tuneforge report failed unexpectedly", "ZeroDivisionError", "--debug"]),
 ])
 def test_an_unexpected_error_is_one_message_and_a_log_not_a_traceback(capsys, monkeypatch, tuneforge_home, tmp_path,
