@@ -295,15 +295,15 @@ def test_chat_template_error_is_a_finding(tmp_path: Path, tiny_tokenizer):
 
 
 def test_estimate_time_with_a_measured_benchmark(tmp_path: Path, tiny_tokenizer, tiny_model_dir):
-    import torch
-    from transformers import AutoModelForCausalLM
+    from tuneforge.config import make_config
+    from tuneforge.train.estimate import training_speed_probe
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    probe = training_speed_probe(tiny_model_dir, make_config({"batch_size": 4}), tiny_tokenizer.pad_token_id, steps=3)
     options = ValidationOptions(cost_per_hour=3.6, epochs=2, near_duplicate_threshold=None)
-    report = validate_data(write_jsonl(tmp_path / "d.jsonl", make_rows(20)), options, tokenizer=tiny_tokenizer, benchmark_model=model)
+    report = validate_data(write_jsonl(tmp_path / "d.jsonl", make_rows(20)), options, tokenizer=tiny_tokenizer, speed_probe=probe)
     training = report.stats["training"]
     estimate = training["estimate"]
-    assert estimate["tokens_per_second"] > 0 and estimate["measured_steps"] == 4
+    assert estimate["tokens_per_second"] > 0 and estimate["measured_steps"] == 3
     assert estimate["seconds"] == pytest.approx(training["tokens_per_epoch"] * 2 / estimate["tokens_per_second"], abs=0.06)
     assert estimate["cost"] == pytest.approx(estimate["seconds"] / 3600 * 3.6, abs=1e-3)
 

@@ -127,6 +127,9 @@ class FineTuningConfig(BaseModel):
     micro_batch_tokens: int | None = Field(
         2048, ge=16, description="most tokens one forward/backward pass holds; a bigger batch is split into passes "
         "whose gradients add up to the same update (caps activation memory, same result); null = never split")
+    estimate_steps: int = Field(
+        2, ge=0, le=100, description="before training, time this many optimizer steps (after one warm-up) on the real "
+        "training path and print the expected training time, tokens and cost; the model is left unchanged; 0 = skip")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less memory, about a third slower")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto", description="compute format: auto = bf16 where the CPU (AMX/AVX512-BF16) or GPU does bf16 natively, "

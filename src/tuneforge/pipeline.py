@@ -57,7 +57,7 @@ BASE_PREDICTIONS = "base_predictions.jsonl"  # the base model's answers, so a re
 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
-                     "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks"}
+                     "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
 
 
 @dataclass
@@ -291,6 +291,23 @@ class FineTuningPipeline:
                                "give --validation-data or a --validation-split above 0"])
         return EncodedInputs(model_dir, tokenizer, train_set, validation_set, label_space(data))
 
+    def _estimate(self, model: Any, inputs: EncodedInputs, notify: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
+        """Time a few real steps first (the model is left unchanged) and announce the run's expected time and cost.
+
+        Skipped when resuming (the first attempt announced it) and with ``estimate_steps: 0``.
+        """
+        from tuneforge.train.estimate import estimate_training
+
+        config = self.config
+        if config.resume or not config.estimate_steps:
+            return None
+        estimate = estimate_training(model, inputs.train_set, inputs.validation_set, config,
+                                     inputs.tokenizer.pad_token_id, steps=config.estimate_steps).to_dict()
+        if estimate["seconds"] is None:
+            return None
+        notify("train.estimate", **estimate, message=_estimate_message(estimate, config))
+        return estimate
+
     def _free_run_dir(self) -> Path:
         """The run directory to use; refuses one that already holds files (never overwrite a run)."""
         run_dir = Path(self.config.output) if self.config.output else default_run_dir(self.config)
@@ -365,11 +382,15 @@ class FineTuningPipeline:
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "precision": precision, "trainable_parameters": trainable, "total_parameters": total}
         notify("model.ready", **result.model)
+        estimate = self._estimate(model, inputs, notify)
+
 
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
                       save_weights=method.save, on_event=lambda event: self._observe(event, result),
                       stop=stop, monitor_settings=self.monitor_settings)
         result.train = _train_summary(outcome, config)
+        if estimate is not None:
+            result.train["estimate"] = estimate
         if outcome.interrupted:
             result.status = RunStatus.INTERRUPTED
             by = outcome.interrupted if stop.signal_name else f"request ({outcome.interrupted})"
@@ -384,6 +405,22 @@ class FineTuningPipeline:
                                           on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "tuned", "done": n}))
             notify("eval.finished", model="tuned", performance=result.tuned.performance, resources=result.tuned.resources)
             _write_predictions(run_dir, result.base, result.tuned)
+
+
+def _estimate_message(estimate: dict[str, Any], config: FineTuningConfig) -> str:
+    seconds = estimate["seconds"]
+    text = (f"estimated training time {_duration(seconds)} ({estimate['optimizer_steps']} steps, "
+            f"{estimate['tokens']:,} tokens at a measured {estimate['tokens_per_second']:,.0f} tokens/s"
+            + (f", {estimate['evaluations']} evaluations {_duration(estimate['eval_seconds'])}" if estimate["evaluations"] else "")
+            + ")")
+    if estimate.get("cost") is not None:
+        text += f"; cost {estimate['cost']:.4f} at {config.cost_per_hour}/hour"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def _train_summary(outcome: TrainOutcome, config: FineTuningConfig) -> dict[str, Any]:

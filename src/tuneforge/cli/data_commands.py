@@ -147,9 +147,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     if not _usable_options(options):
         return 2
-    tokenizer, model = _load_for_validation(args)
+    tokenizer, probe = _load_for_validation(args)
     with _spinner(f"checking {args.data}", enabled=not args.json):
-        report = validate_data(args.data, options, tokenizer, benchmark_model=model)
+        report = validate_data(args.data, options, tokenizer, speed_probe=probe)
     if args.report:
         from tuneforge.data.doctor_report import write_report
 
@@ -162,24 +162,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _load_for_validation(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The tokenizer (with --model, --show-tokens or --estimate-time) and, for --estimate-time, a throw-away model."""
+    """The tokenizer (with --model, --show-tokens or --estimate-time) and, for --estimate-time, a speed probe
+    that times real training steps (the method, packing, fused loss and precision ``finetune`` would use)."""
     if not (args.model or args.show_tokens or args.estimate_time):
         return None, None
     from tuneforge.cli import render
     from tuneforge.config import DEFAULT_MODEL
-    from tuneforge.model.load import load_model, load_tokenizer
+    from tuneforge.model.load import load_tokenizer
     from tuneforge.model.resolve import resolve_model
 
     path = resolve_model(args.model or DEFAULT_MODEL, on_convert=render.note)
     tokenizer = load_tokenizer(path, args.trust_remote_code)
     if not args.estimate_time:
         return tokenizer, None
-    model = load_model(path, trust_remote_code=args.trust_remote_code)
     from tuneforge.config import make_config
-    from tuneforge.model.methods import get_method
+    from tuneforge.train.estimate import training_speed_probe
 
-    model = get_method(args.method).wrap(model, make_config({"method": args.method}))  # the method's defaults (LoRA r=16)
-    return tokenizer, model
+    # finetune's defaults for everything validate has no flag for (LoRA rank, packing, precision ...)
+    config = make_config({"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length,
+                          "gradient_accumulation_steps": args.gradient_accumulation_steps, "epochs": args.epochs,
+                          "train_on_prompt": args.train_on_prompt, "trust_remote_code": args.trust_remote_code})
+    return tokenizer, training_speed_probe(path, config, tokenizer.pad_token_id)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

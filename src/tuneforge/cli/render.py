@@ -94,6 +94,8 @@ class TrainingProgress:
             self._say(f"step {event['step']}: validation loss {event['validation_loss']:.4f}, token accuracy {event['validation_accuracy']:.3f}")
         elif kind == "issue.detected":
             self._say(issue_line(event))
+        elif kind == "train.estimate":
+            self._say(f"[cyan]{event['message']}[/cyan]")
         elif kind in ("train.resumed", "train.rollback", "train.rollback_refused", "train.early_stopped",
                       "train.best_selected", "train.best_unavailable", "checkpoint.skipped", "checkpoint.cleaned"):
             colour = "yellow" if kind in ("checkpoint.skipped", "train.rollback_refused", "train.best_unavailable") else "cyan"

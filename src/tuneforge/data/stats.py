@@ -5,7 +5,6 @@
 - ``LabelCounter``: labels (an explicit ``label`` field, else short repeated answers), per split.
 - ``SystemPrompts``: which system prompts are used, by how many examples, first seen where.
 - ``steps_per_epoch``, ``estimate_training``: steps, time and cost from counts and a measured speed.
-- ``measure_training_speed``: a few real optimizer steps of a given model on the user's own batches.
 """
 
 from __future__ import annotations
@@ -178,43 +177,3 @@ def estimate_training(tokens_per_epoch: int, epochs: float, tokens_per_second: f
     seconds = tokens_per_epoch * epochs / tokens_per_second
     cost = seconds / 3600 * cost_per_hour if cost_per_hour is not None else None
     return {"seconds": round(seconds, 1), "cost": round(cost, 4) if cost is not None else None}
-
-
-def measure_training_speed(model: Any, items: Sequence[Any], batch_size: int, pad_token_id: int,
-                           steps: int = 4, learning_rate: float = 1e-4, seed: int = 0) -> dict[str, Any]:
-    """Tokens per second of a few real training steps of ``model`` on batches of ``items`` (encoded examples).
-
-    The first step warms up (kernels, allocator) and is not timed. The model's trainable weights
-    are changed by these steps: pass a copy, or a model that is thrown away afterwards.
-    """
-    import random
-
-    import torch
-
-    from tuneforge.data.batching import collate
-
-    if not items:
-        return {"tokens_per_second": None, "steps": 0, "seconds": 0.0, "tokens": 0}
-    rng = random.Random(seed)
-    device = next(model.parameters()).device
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate)
-    model.train()
-    timed_tokens, timed_seconds = 0, 0.0
-    for step in range(steps + 1):
-        batch = collate([items[rng.randrange(len(items))] for _ in range(batch_size)], pad_token_id)
-        batch = {key: value.to(device) for key, value in batch.items()}
-        start = time.perf_counter()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step > 0:
-            timed_seconds += time.perf_counter() - start
-            timed_tokens += int(batch["attention_mask"].sum())
-    model.eval()
-    speed = timed_tokens / timed_seconds if timed_seconds > 0 else None
-    return {"tokens_per_second": round(speed, 1) if speed else None, "steps": steps,
-            "seconds": round(timed_seconds, 3), "tokens": timed_tokens}

@@ -19,7 +19,7 @@ This module is the entry point and keeps every public name importable from here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tuneforge.core.errors import DatasetError
 from tuneforge.data.doctor.options import ValidationOptions, template_columns
@@ -33,7 +33,7 @@ __all__ = ["BENCHMARK_SAMPLE", "CheckedData", "DroppedRow", "KeptExample", "READ
 
 
 def validate_data(path: str | Path, options: ValidationOptions | None = None, tokenizer: Any = None,
-                  benchmark_model: Any = None) -> ValidationReport:
+                  speed_probe: Callable[[list[Any]], dict[str, Any]] | None = None) -> ValidationReport:
     """Check ``path`` (a file, or a directory of split files) and return every problem and statistic.
 
     Args:
@@ -42,8 +42,9 @@ def validate_data(path: str | Path, options: ValidationOptions | None = None, to
         options: formats, max_length, batch size... (``ValidationOptions``).
         tokenizer: the model's tokenizer; with it lengths are counted in tokens with its chat
             template, and truncation and the end-of-turn token are checked.
-        benchmark_model: a model to time a few training steps on the data (changes its weights;
-            pass one that is thrown away) for the training-time estimate.
+        speed_probe: times training steps on a sample of the encoded examples, for the
+            training-time estimate: ``probe(items) -> {"tokens_per_second", "steps"}``;
+            ``tuneforge.train.estimate.training_speed_probe`` builds one on the real training path.
 
     Returns:
         A ``ValidationReport``; it never raises for anything in the data.
@@ -51,7 +52,7 @@ def validate_data(path: str | Path, options: ValidationOptions | None = None, to
     Raises:
         ConfigError: the options themselves are invalid (unknown format, malformed template).
     """
-    validator = Validator(options, tokenizer, benchmark_model=benchmark_model)
+    validator = Validator(options, tokenizer, speed_probe=speed_probe)
     for split, file in find_splits(path):
         validator.add_file(file, split)
     return validator.finish()

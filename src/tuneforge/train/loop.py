@@ -89,6 +89,41 @@ def training_loss_sums(loss_sums: Callable[[Any, dict[str, Any]], LossSums], mod
     return loss_sums(model, batch)
 
 
+@dataclass
+class GroupSums:
+    """What the forward/backward passes of one accumulation group added up to."""
+
+    loss_sum: float  # summed loss over the group's labelled tokens
+    correct: int  # labelled tokens predicted right
+    trained_tokens: int  # labelled tokens (the loss is divided by this)
+    processed_tokens: int  # real, non-padding tokens through the model
+
+
+def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningConfig,
+                         loss_sums: Callable[[Any, dict[str, Any]], LossSums], precision: str, pad_token_id: int,
+                         device: str) -> GroupSums:
+    """Forward and backward over one accumulation group (``group``: batches of encoded examples).
+
+    The batches are packed or padded as the config says and split into passes of at most
+    ``micro_batch_tokens``; gradients are accumulated with token-level normalisation, so they equal
+    one pass over the whole group. This is the whole per-step compute of training, shared with the
+    training-time estimate (train/estimate.py) so that it measures exactly what training runs.
+    """
+    trained_tokens = sum(item.trained_tokens for batch in group for item in batch)
+    loss_sum, correct, processed = 0.0, 0, 0
+    passes = [part for batch in group for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
+    for batch_items in passes:
+        batch = collate_packed(batch_items) if config.packing else collate(batch_items, pad_token_id)
+        batch = _to_device(batch, device)
+        with forward_context(model, precision):
+            sums = training_loss_sums(loss_sums, model, batch)
+        (sums.loss_sum / trained_tokens).backward()
+        loss_sum += float(sums.loss_sum.detach())
+        correct += sums.correct
+        processed += real_tokens(batch)
+    return GroupSums(loss_sum, correct, trained_tokens, processed)
+
+
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
@@ -282,19 +317,9 @@ class _Run:
         state, config = self.state, self.config
         started = time.perf_counter()
         items = [[self.train_set.items[i] for i in indices] for indices in group]
-        group_tokens = sum(item.trained_tokens for batch in items for item in batch)
-        loss_sum, correct, processed = 0.0, 0, 0
-        passes = [part for batch in items for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
-        for batch_items in passes:
-            batch = collate_packed(batch_items) if config.packing else collate(batch_items, self.pad_token_id)
-            batch = _to_device(batch, self.device)
-            with forward_context(self.model, self.precision):
-                sums = training_loss_sums(self.loss_sums, self.model, batch)
-            (sums.loss_sum / group_tokens).backward()
-            loss_sum += float(sums.loss_sum.detach())
-            correct += sums.correct
-            processed += real_tokens(batch)
-        loss = loss_sum / group_tokens
+        sums = accumulate_gradients(self.model, items, config, self.loss_sums, self.precision, self.pad_token_id, self.device)
+        group_tokens, correct, processed = sums.trained_tokens, sums.correct, sums.processed_tokens
+        loss = sums.loss_sum / group_tokens
         grad_norm = _clip(self.model, config.max_grad_norm)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         step = state.step + 1

@@ -15,7 +15,7 @@ from tuneforge.data.dedup import duplicate_groups
 from tuneforge.data.doctor.report import ValidationReport
 from tuneforge.data.doctor.where import _file_of, _finding_order, _line_of, _short_where
 from tuneforge.data.findings import finding
-from tuneforge.data.stats import IMBALANCE_RATIO, estimate_training, measure_training_speed, split_sizes, steps_per_epoch
+from tuneforge.data.stats import IMBALANCE_RATIO, estimate_training, split_sizes, steps_per_epoch
 
 
 class DatasetChecks:
@@ -188,11 +188,9 @@ class DatasetChecks:
         return stats
 
     def _estimate(self, tokens_per_epoch: int) -> dict[str, Any] | None:
-        if self.benchmark_model is None or not self.bench_items:
+        if self.speed_probe is None or not self.bench_items:
             return None
-        pad = getattr(self.tokenizer, "pad_token_id", None)
-        pad = pad if pad is not None else (self._end_of_turn[0] if self._end_of_turn else 0)
-        speed = measure_training_speed(self.benchmark_model, self.bench_items, self.options.batch_size, pad)
+        speed = self.speed_probe(self.bench_items)
         estimate = estimate_training(tokens_per_epoch, self.options.epochs, speed["tokens_per_second"], self.options.cost_per_hour)
         return {**estimate, "tokens_per_second": speed["tokens_per_second"], "measured_steps": speed["steps"],
                 "cost_per_hour": self.options.cost_per_hour}

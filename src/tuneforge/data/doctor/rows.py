@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tuneforge.core.tokens import END_OF_TURN_MARKERS
 from tuneforge.data import checks
@@ -50,12 +50,14 @@ class Validator(DatasetChecks):
     files ``add_file`` each, then ``finish``."""
 
     def __init__(self, options: ValidationOptions | None = None, tokenizer: Any = None, keep_examples: bool = False,
-                 benchmark_model: Any = None) -> None:
+                 speed_probe: Callable[[list[Any]], dict[str, Any]] | None = None) -> None:
         self.options = options or ValidationOptions()
         self.options.check()
         self.tokenizer = tokenizer
         self.keep_examples = keep_examples
-        self.benchmark_model = benchmark_model
+        # Times training steps on a sample of the encoded examples (train/estimate.py builds it: this
+        # layer must not import the trainer). Returns {"tokens_per_second", "steps"}.
+        self.speed_probe = speed_probe
         self.template_fields = template_columns(self.options.text_template) if self.options.text_template else None
         self.findings: list[Finding] = []
         self.code_counts: Counter[str] = Counter()
@@ -321,7 +323,7 @@ class Validator(DatasetChecks):
 
     def _sample_for_benchmark(self, encoded: Any, limit: int) -> None:
         """A reservoir sample of encoded examples, for the training-speed micro-benchmark."""
-        if self.benchmark_model is None:
+        if self.speed_probe is None:
             return
         from tuneforge.data.tokenize import EncodedExample
 
