@@ -46,6 +46,23 @@ def test_finetune_writes_the_run_directory(capsys, tiny_model_dir, session_datas
     assert "Traceback" not in err
 
 
+def test_finetune_prints_leakage_between_test_and_training_files(capsys, tiny_model_dir, tmp_path):
+    from helpers import make_rows, write_jsonl
+
+    rows = make_rows(40)
+    train = write_jsonl(tmp_path / "train.jsonl", rows[:32])
+    test = write_jsonl(tmp_path / "test.jsonl", rows[32:] + [rows[3]])  # the last test row is training row 4
+    code, out, err = run_cli(capsys, "finetune", "--data", train, "--test-data", test, "--model", tiny_model_dir,
+                             "--epochs", "1", "--estimate-steps", "1", "--no-evaluate-base",
+                             "--output", tmp_path / "run")
+    assert code == 0, err
+    shown = " ".join((out + err).split())
+    assert "split_leakage" in shown and f"{test}:9" in shown and f"{train}:4" in shown
+    assert "estimated training time" in shown  # the estimate is announced before training
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [w["where"] for w in results["data"]["warnings"]] == [f"{test}:9"]
+
+
 def test_finetune_json_with_config_file_and_override(capsys, tiny_model_dir, session_dataset, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(

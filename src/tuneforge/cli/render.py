@@ -76,6 +76,11 @@ class TrainingProgress:
                 where = ", ".join(row.get("where", "?") for row in data.get("dropped", [])[:10])
                 self._say(f"[yellow]--skip-invalid dropped {data['dropped_rows']} invalid row(s): {where}"
                           f"{' ...' if data['dropped_rows'] > 10 else ''}[/yellow]")
+            warnings = data.get("warnings") or []
+            for warning in warnings[:10]:  # e.g. split_leakage: a test prompt that is also a training prompt
+                self._say(f"[yellow]warning {warning.get('code')} at {warning.get('where')}: {warning.get('message')}[/yellow]")
+            if len(warnings) > 10:
+                self._say(f"[yellow]... and {len(warnings) - 10} more data warnings (results.json data.warnings)[/yellow]")
         elif kind == "data.prepared" and event.get("truncated_examples"):
             self._say(f"[yellow]{event['truncated_examples']} example(s) longer than max_length={event['max_length']} were truncated[/yellow]")
         elif kind == "eval.started":
