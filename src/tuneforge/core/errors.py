@@ -76,3 +76,7 @@ class UnknownNameError(TuneforgeError):
 class PluginError(TuneforgeError):
     """A user plug-in (``module:attribute`` string or entry point) could not be imported or is not
     the kind of object its registry holds."""
+
+
+class InferenceError(TuneforgeError):
+    """A generation request cannot be served (an invalid setting, an unknown adapter)."""

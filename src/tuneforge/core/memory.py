@@ -1,9 +1,18 @@
-"""Memory use of this process: current and peak resident set size (and GPU memory when on a GPU)."""
+"""Memory use of this process: current and peak resident set size (and GPU memory when on a GPU).
+
+``peak_memory_mb()`` is the process's lifetime peak. ``PeakMemory`` measures the peak of one span
+of code (an evaluation, say), which the lifetime peak cannot tell once training has run before it.
+"""
 
 from __future__ import annotations
 
 import resource
 import sys
+import threading
+from typing import Any
+
+_PROC_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
 
 
 def current_memory_mb() -> float:
@@ -24,3 +33,99 @@ def peak_memory_mb() -> float:
         return round(torch.cuda.max_memory_allocated() / 1e6, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / 1e6 if sys.platform == "darwin" else peak / 1e3, 1)
+
+
+def _high_water_mb() -> float | None:
+    """The kernel's resident high-water mark (VmHWM) in MB, or None where /proc does not have it."""
+    try:
+        with open(_PROC_STATUS) as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_high_water() -> bool:
+    """Set VmHWM back to the current RSS (Linux ``clear_refs`` 5); False where that is not possible."""
+    try:
+        with open(_CLEAR_REFS, "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+_open_spans: list["PeakMemory"] = []
+_spans_lock = threading.Lock()
+
+
+class PeakMemory:
+    """The peak memory of the code run inside ``with PeakMemory(device) as span:``; ``span.peak_mb`` after it.
+
+    On a CUDA ``device``: the peak GPU memory allocated during the span (the allocator's peak is
+    reset when it starts). On the CPU: the peak resident set size during the span. On Linux that is
+    exact: the kernel's high-water mark is reset when the span starts (``/proc/self/clear_refs``) and
+    read when it ends; spans may nest (a reset first hands the peak so far to the spans still open).
+    Elsewhere, or with ``sample=True``, a background thread samples the resident size every
+    ``interval`` seconds (a spike shorter than that can be missed).
+    """
+
+    def __init__(self, device: Any = "cpu", sample: bool = False, interval: float = 0.01) -> None:
+        self.cuda = str(device).startswith("cuda")
+        self.sample = sample
+        self.interval = interval
+        self.start_mb = 0.0
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start_mb = self.peak_mb = torch.cuda.memory_allocated() / 1e6
+            return self
+        self.start_mb = self.peak_mb = current_memory_mb()
+        if not self.sample and _high_water_mb() is not None:
+            with _spans_lock:
+                self._hand_peak_to_open_spans()
+                if _reset_high_water():
+                    _open_spans.append(self)
+                    return self
+        self.sample = True
+        self._thread = threading.Thread(target=self._sample, name="tuneforge-peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated() / 1e6)
+        elif self.sample:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+            self.peak_mb = max(self.peak_mb, current_memory_mb())
+        else:
+            with _spans_lock:
+                self._hand_peak_to_open_spans()
+                _open_spans.remove(self)
+        self.peak_mb = round(self.peak_mb, 1)
+
+    @staticmethod
+    def _hand_peak_to_open_spans() -> None:
+        """Give every open span the high-water mark reached so far (before it is reset or read for the last time)."""
+        peak = _high_water_mb()
+        if peak is not None:
+            for span in _open_spans:
+                span.peak_mb = max(span.peak_mb, peak)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, current_memory_mb())

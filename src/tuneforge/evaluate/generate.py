@@ -1,49 +1,29 @@
-"""Greedy generation for evaluation and chat, batched with left padding."""
+"""Greedy answers for evaluation: a thin call into the inference engine (tuneforge.inference)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import torch
+from tuneforge.inference import GenerationRequest, InferenceEngine
 
-from tuneforge.model.load import end_of_turn_ids
+# Rows per generation batch. Bigger batches amortise each decoding step's fixed costs; rows that
+# finish leave the batch, so a long answer no longer holds the others (bench/eval_bench.py).
+EVAL_BATCH_SIZE = 32
 
 
-@torch.no_grad()
 def generate_answers(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[str],
     max_new_tokens: int,
-    batch_size: int = 16,
+    batch_size: int = EVAL_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """The greedy continuation of each rendered prompt, up to the end of the turn, as text."""
-    from transformers import GenerationConfig
+    """The greedy continuation of each rendered prompt, up to the end of the turn, as stripped text.
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    stop_ids = end_of_turn_ids(tokenizer)
-    settings = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id
-    )
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
-    answers: list[str] = [""] * len(prompts)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
-            encoded = tokenizer([prompts[i] for i in indices], add_special_tokens=False, padding=True, return_tensors="pt")
-            encoded = {key: value.to(device) for key, value in encoded.items()}
-            output = model.generate(**encoded, generation_config=settings)
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            for index, tokens in zip(indices, new_tokens):
-                answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            if on_batch:
-                on_batch(len(indices))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return answers
+    ``on_batch(n)`` is told of every ``n`` answers finished (one at a time, as rows finish).
+    """
+    engine = InferenceEngine(model, tokenizer, batch_size=batch_size)
+    requests = [GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens) for prompt in prompts]
+    results = engine.generate(requests, on_result=(lambda index, result: on_batch(1)) if on_batch else None)
+    return [result.text.strip() for result in results]

@@ -6,11 +6,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from tuneforge.core.memory import peak_memory_mb
+from tuneforge.core.memory import PeakMemory
 from tuneforge.data.batching import iter_eval_batches
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.tokenize import encode_examples, render_prompt
-from tuneforge.evaluate.generate import generate_answers
+from tuneforge.evaluate.generate import EVAL_BATCH_SIZE, generate_answers
 from tuneforge.evaluate.metrics import classification_metrics, exact_match, is_label_task, text_metrics
 from tuneforge.model.loss import mean_label_loss
 
@@ -44,6 +44,8 @@ def evaluate_model(
     metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"),
     on_progress: Callable[[int], None] | None = None,
     labels: Sequence[str] | None = None,
+    training_time: float = 0.0,
+    cost_per_hour: float = 0.0,
 ) -> ModelEvaluation:
     """Score ``model`` on ``examples``.
 
@@ -52,8 +54,35 @@ def evaluate_model(
     BLEU and ROUGE-L for free text. Text-only examples get loss and perplexity only. ``labels``
     (the task's label set, known from the training data) makes it a label task even when the
     examples scored here are too few to tell.
+
+    ``resources``: ``eval_seconds``, ``examples``, ``peak_memory_mb`` (the peak during this
+    evaluation, not the process's lifetime peak; GPU memory on a GPU) and the seed vocabulary's
+    ``training_time`` (seconds of training behind the model, as given), ``memory_usage`` (the same
+    peak, MB) and ``compute_cost`` (training plus evaluation hours × ``cost_per_hour``).
     """
     started = time.perf_counter()
+    with PeakMemory(_device_of(model)) as memory:
+        performance, task, predictions = _score(model, tokenizer, examples, max_length, batch_size, max_new_tokens,
+                                                metrics, on_progress, labels)
+    seconds = time.perf_counter() - started
+    resources = {
+        "eval_seconds": round(seconds, 3), "peak_memory_mb": memory.peak_mb, "examples": len(examples),
+        "training_time": round(training_time, 3), "memory_usage": memory.peak_mb,
+        "compute_cost": round((training_time + seconds) / 3600 * cost_per_hour, 6),
+    }
+    return ModelEvaluation(performance=performance, resources=resources, task=task, predictions=predictions)
+
+
+def _device_of(model: Any) -> Any:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_length: int, batch_size: int,
+           max_new_tokens: int, metrics: Sequence[str], on_progress: Callable[[int], None] | None,
+           labels: Sequence[str] | None) -> tuple[dict[str, float], str, list[dict[str, Any]]]:
     performance: dict[str, float] = {}
     pad = tokenizer.pad_token_id
     if {"loss", "perplexity"} & set(metrics):
@@ -72,7 +101,7 @@ def evaluate_model(
             longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in set(references))
             budget = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
         prompts = [render_prompt(tokenizer, example) for example in chat]
-        answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, 8), on_batch=on_progress)
+        answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, EVAL_BATCH_SIZE), on_batch=on_progress)
         if task == "classification":
             performance.update(classification_metrics(answers, references, labels))
         else:
@@ -83,5 +112,4 @@ def evaluate_model(
             {"source": ex.source, "input": ex.input, "reference": ref, "prediction": ans}
             for ex, ref, ans in zip(chat, references, answers)
         ]
-    resources = {"eval_seconds": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb(), "examples": len(examples)}
-    return ModelEvaluation(performance=performance, resources=resources, task=task, predictions=predictions)
+    return performance, task, predictions
