@@ -69,7 +69,10 @@ def test_evaluate_model_label_task(tiny_model, tiny_tokenizer):
     assert performance["perplexity"] == pytest.approx(math.exp(performance["loss"]))
     assert len(evaluation.predictions) == 9
     assert evaluation.predictions[4]["source"] == "m:4" and evaluation.predictions[4]["reference"] == "green"
-    assert evaluation.resources["examples"] == 9
+    resources = evaluation.resources
+    assert resources["examples"] == 9
+    assert resources["training_time"] == 0.0 and resources["compute_cost"] == 0.0  # a base model, no price given
+    assert 0 < resources["memory_usage"] == resources["peak_memory_mb"] and resources["eval_seconds"] > 0
     assert "predictions" not in evaluation.to_dict() and "predictions" in evaluation.to_dict(with_predictions=True)
 
 
@@ -92,3 +95,21 @@ def test_evaluate_model_only_loss(tiny_model, tiny_tokenizer):
     evaluation = evaluate_model(tiny_model, tiny_tokenizer, examples, metrics=("loss",))
     assert set(evaluation.performance) == {"loss", "perplexity", "token_accuracy"}
     assert evaluation.predictions == []
+
+
+def test_evaluation_resources_are_its_own(tiny_model, tiny_tokenizer):
+    """Finding 8: the evaluation reports its own peak memory, not the process's lifetime peak; seed vocabulary keys."""
+    from tuneforge.core.memory import peak_memory_mb
+
+    block = bytearray(400 * 1_000_000)
+    block[::4096] = b"x" * len(block[::4096])  # the process peak is now at least 400 MB above what evaluation needs
+    del block
+    examples = [TrainingExample.from_pair("sky?", "blue"), TrainingExample.from_pair("grass?", "green")]
+    evaluation = evaluate_model(tiny_model, tiny_tokenizer, examples, metrics=("loss", "accuracy"), max_new_tokens=2,
+                                training_time=120.0, cost_per_hour=3.6)
+    resources = evaluation.resources
+    assert resources["peak_memory_mb"] < peak_memory_mb() - 300
+    assert resources["memory_usage"] == resources["peak_memory_mb"]
+    assert resources["training_time"] == 120.0
+    assert resources["compute_cost"] == pytest.approx((120.0 + resources["eval_seconds"]) / 3600 * 3.6, abs=1e-5)
+    assert {"eval_seconds", "examples"} <= set(resources)

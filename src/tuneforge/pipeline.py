@@ -370,7 +370,7 @@ class FineTuningPipeline:
                        resources=result.base.resources, message="the base model's evaluation from the first attempt")
             else:
                 notify("eval.started", model="base", examples=len(test))
-                result.base = evaluate_model(model, tokenizer, test, **evaluation_args,
+                result.base = evaluate_model(model, tokenizer, test, **evaluation_args, cost_per_hour=config.cost_per_hour,
                                              on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "base", "done": n}))
                 _write_jsonl(run_dir / BASE_PREDICTIONS, result.base.predictions)
                 notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources,
@@ -401,7 +401,8 @@ class FineTuningPipeline:
 
         if test:
             notify("eval.started", model="tuned", examples=len(test))
-            result.tuned = evaluate_model(model, tokenizer, test, **evaluation_args,
+            result.tuned = evaluate_model(model, tokenizer, test, **evaluation_args, cost_per_hour=config.cost_per_hour,
+                                          training_time=outcome.train_seconds,
                                           on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "tuned", "done": n}))
             notify("eval.finished", model="tuned", performance=result.tuned.performance, resources=result.tuned.resources)
             _write_predictions(run_dir, result.base, result.tuned)

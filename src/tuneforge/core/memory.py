@@ -32,7 +32,8 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return round(torch.cuda.max_memory_allocated() / 1e6, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / 1e6 if sys.platform == "darwin" else peak / 1e3, 1)
+    # A PeakMemory span resets the kernel's mark, which ru_maxrss reads: keep what was seen before.
+    return round(max(peak / 1e6 if sys.platform == "darwin" else peak / 1e3, _peak_before_resets_mb), 1)
 
 
 def _high_water_mb() -> float | None:
@@ -47,8 +48,16 @@ def _high_water_mb() -> float | None:
     return None
 
 
+_peak_before_resets_mb = 0.0
+
+
 def _reset_high_water() -> bool:
-    """Set VmHWM back to the current RSS (Linux ``clear_refs`` 5); False where that is not possible."""
+    """Set VmHWM back to the current RSS (Linux ``clear_refs`` 5); False where that is not possible.
+
+    The mark reached so far is kept for ``peak_memory_mb`` (the lifetime peak) first.
+    """
+    global _peak_before_resets_mb
+    _peak_before_resets_mb = max(_peak_before_resets_mb, _high_water_mb() or 0.0)
     try:
         with open(_CLEAR_REFS, "w") as handle:
             handle.write("5")
