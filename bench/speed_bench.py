@@ -195,20 +195,24 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
     from tuneforge.runs import load_trained
 
     clock = StepClock()
-    original = loop.label_loss_sums
+    original = loop.training_loss_sums  # the loop's one loss call (the estimate's steps go through it too)
 
-    def counted(model: Any, batch: dict[str, Any]) -> Any:
+    def counted(loss_sums: Any, model: Any, batch: dict[str, Any]) -> Any:
         clock.batch(batch)
-        return original(model, batch)
+        return original(loss_sums, model, batch)
 
-    loop.label_loss_sums = counted
+    loop.training_loss_sums = counted
 
     ready: dict[str, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
         if event["type"] == "model.ready":
             ready.update(event)
+        elif event["type"] == "train.estimate":
+            ready["estimate"] = event
         elif event["type"] == "train.started":
+            clock.batch_tokens.clear()  # batches of the estimate's timed steps are not training's
+            clock.batch_labels.clear()
             clock.start = time.perf_counter()
             clock.steal_start = cpu_steal()
         elif event["type"] == "train.step":
@@ -226,12 +230,14 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
         **({"micro_batch_tokens": config["micro_batch_tokens"]} if "micro_batch_tokens" in config else {}),
     })
     started = time.perf_counter()
-    FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
+    result = FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
     wall = time.perf_counter() - started
     memory = peak_memory()
     model, tokenizer, _ = load_trained(out)
+    estimate = ready.get("estimate") or {}
     return {**clock.summary(), **memory, "wall_seconds": wall, "precision": ready.get("precision"),
-            "held_out_loss": held_out_loss(model, tokenizer)}
+            "held_out_loss": held_out_loss(model, tokenizer), "estimated_train_seconds": estimate.get("seconds"),
+            "train_seconds": result.train.get("train_seconds")}
 
 
 def run_trl(config: dict[str, Any]) -> dict[str, Any]:

@@ -131,6 +131,9 @@ def ratio_lines(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+OWN_SECTIONS = {"demo.md", "speed_notes.md", "validate.md"}  # placed by main() itself
+
+
 def main() -> None:
     parts = ["# Benchmarks", "", "Every figure below is measured by a script in `bench/` and written here by "
              "`bench/write_benchmarks.py`; rerun the script to reproduce it.", ""]
@@ -147,6 +150,10 @@ def main() -> None:
     if validate.is_file():
         parts += ["## Data doctor: `tuneforge validate` on large files", "",
                   "Reproduce: `.venv/bin/python bench/validate_bench.py`.", "", validate.read_text(), ""]
+    # Every other bench writes its own section as bench/results/<name>.md (estimate, eval, serve, methods ...).
+    for section in sorted(RESULTS.glob("*.md")):
+        if section.name not in OWN_SECTIONS:
+            parts += [section.read_text(), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts).rstrip() + "\n")
     print(ROOT / "BENCHMARKS.md")
 
