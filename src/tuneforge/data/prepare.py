@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from tuneforge.core.errors import ConfigError, DatasetError
-from tuneforge.core.paths import publish_directory
+from tuneforge.core.paths import file_sha256, publish_directory
 from tuneforge.data.augment import AUGMENTERS, augment_row
 from tuneforge.data.clean import clean_row
 from tuneforge.data.dedup import NearDuplicateIndex, example_text, normalize_text, prompt_text
@@ -321,14 +321,6 @@ def _augment(train: list[Any], options: PrepareOptions, log: _Log) -> list[tuple
     return extra
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest(source: Path, options: PrepareOptions, log: _Log, kept: list[KeptExample], assignment: list[str],
@@ -345,7 +337,7 @@ def _manifest(source: Path, options: PrepareOptions, log: _Log, kept: list[KeptE
             labels_after[name] = dict(sorted(counts.items()))
     return {
         "tuneforge_version": __version__,
-        "input": {"path": str(source), "sha256": _sha256(source), "format": report.data_format},
+        "input": {"path": str(source), "sha256": file_sha256(source), "format": report.data_format},
         "options": {**asdict(options), "split": list(options.split)},
         "seed": options.seed,
         "counts": {**log.counts, "splits_before_balance": {n: assignment.count(n) for n in SPLITS if n in assignment},

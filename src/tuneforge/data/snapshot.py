@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.errors import CheckpointError
-from tuneforge.core.paths import atomic_write_json, atomic_write_text, read_json_object
+from tuneforge.core.paths import atomic_write_json, atomic_write_text, file_sha256, read_json_object
 from tuneforge.data.examples import TrainingData, TrainingExample
 
 SPLITS = ("train", "validation", "test")
@@ -38,7 +38,7 @@ def write_snapshot(data: TrainingData, directory: Path, originals: dict[str, str
         atomic_write_text(directory / f"{split}.jsonl", text)
         files[split] = {"file": f"{split}.jsonl", "rows": len(examples), "sha256": _sha256(text.encode("utf-8")),
                         "sources": [example.source for example in examples]}
-    hashed = {name: {"path": str(path), "sha256": _file_sha256(Path(path))}
+    hashed = {name: {"path": str(path), "sha256": file_sha256(Path(path))}
               for name, path in (originals or {}).items() if path and Path(path).is_file()}
     manifest = {"version": VERSION, "kind": "tuneforge run data", "files": files, "originals": hashed,
                 "metadata": data.metadata}
@@ -88,15 +88,9 @@ def changed_originals(directory: Path) -> list[str]:
     except CheckpointError:
         return []
     return [str(entry.get("path")) for entry in originals.values() if isinstance(entry, dict)
-            and (not Path(str(entry.get("path"))).is_file() or _file_sha256(Path(str(entry["path"]))) != entry.get("sha256"))]
+            and (not Path(str(entry.get("path"))).is_file() or file_sha256(Path(str(entry["path"]))) != entry.get("sha256"))]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256(content: bytes) -> str:

@@ -13,7 +13,6 @@ needs pickle's arbitrary objects is refused, not executed.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import random
 import shutil
@@ -26,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 
 from tuneforge.core.errors import CheckpointError
-from tuneforge.core.paths import fsync_dir, publish_directory
+from tuneforge.core.paths import file_sha256, fsync_dir, publish_directory
 
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
@@ -43,12 +42,6 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.split("-", 1)[1])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -110,7 +103,7 @@ def save_checkpoint(
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {
             "format_version": FORMAT_VERSION, "step": step,
-            "files": {str(p.relative_to(staging)): _sha256(p) for p in files},
+            "files": {str(p.relative_to(staging)): file_sha256(p) for p in files},
             "sizes": {str(p.relative_to(staging)): p.stat().st_size for p in files},
             "versions": _versions(),
         }
@@ -175,7 +168,7 @@ def verify_checkpoint(path: Path) -> list[str]:
         file = path / name
         if not file.is_file():
             problems.append(f"{file}: missing")
-        elif _sha256(file) != expected:
+        elif file_sha256(file) != expected:
             problems.append(f"{file}: contents do not match the manifest")
     for required in ("optimizer.pt", "scheduler.pt", "rng.pt", TRAINER_STATE):
         if required not in files:
