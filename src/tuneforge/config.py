@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
-from tuneforge.core.registries import METHODS, OBJECTIVES, SINKS
+from tuneforge.core.registries import METHODS, METRICS, OBJECTIVES, SINKS
 from tuneforge.core.registry import Registry
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -22,7 +22,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 Strategy = Literal["steps", "epoch", "no"]
 Scheduler = Literal["cosine", "linear", "constant"]
 DataFormat = str  # a row format registered in core.registries.ROW_FORMATS (data/row_formats/), or "auto"
-Metric = Literal["accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"]
+Metric = str  # an evaluation metric registered in core.registries.METRICS (evaluate/metrics.py), or a module:attribute plug-in
 BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
 FinalWeights = Literal["best", "last"]
 
@@ -236,6 +236,14 @@ class FineTuningConfig(BaseModel):
     @classmethod
     def _check_method(cls, value: str) -> str:
         return _registered(METHODS, "method", value)
+
+    @field_validator("evaluation_metrics")
+    @classmethod
+    def _check_metrics(cls, value: list[str]) -> list[str]:
+        problems = [problem for item in value if (problem := METRICS.problem(item, "evaluation_metrics"))]
+        if problems:
+            raise ValueError("; ".join(p.removeprefix("evaluation_metrics: ") for p in problems))
+        return list(dict.fromkeys(value))
 
     @field_validator("objective")
     @classmethod

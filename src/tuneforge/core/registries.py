@@ -41,3 +41,10 @@ ROW_FORMATS: Registry[Any] = Registry(
     "row format", entry_point_group="tuneforge.row_formats", builtins=("tuneforge.data.row_formats",),
     hint="or 'auto' to detect it, --text-template for other columns, or a plug-in as 'module:attribute' naming a RowFormat",
 )
+
+# Evaluation metrics: scores of generated answers or of the answer-token loss (evaluate/metrics.py).
+METRICS: Registry[Any] = Registry(
+    "evaluation metric", entry_point_group="tuneforge.metrics", builtins=("tuneforge.evaluate.metrics",),
+    hint="or give a plug-in as 'module:attribute' naming a MetricSpec or a function (predictions, references) -> float; "
+         "see docs/SEAMS.md",
+)

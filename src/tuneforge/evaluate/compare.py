@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# Metrics where lower is better; every other score is higher-is-better.
+from tuneforge.evaluate.metrics import lower_is_better
+
+# Metrics where lower is better (the registry's specs say so for the rest); every other score is higher-is-better.
 LOWER_IS_BETTER = {"loss", "perplexity"}
 ORDER = ["accuracy", "exact_match", "precision", "recall", "f1_score", "bleu", "rouge_l", "loss", "perplexity", "token_accuracy"]
 
@@ -23,7 +25,7 @@ def compare_models(evaluations: Mapping[str, Mapping[str, float]]) -> list[dict[
         present = {name: value for name, value in values.items() if value is not None}
         best = None
         if len(present) > 1:
-            pick = min if metric in LOWER_IS_BETTER else max
+            pick = min if metric in LOWER_IS_BETTER or lower_is_better(metric) else max
             best = pick(present, key=present.__getitem__)
         rows.append({"metric": metric, **values, "best": best})
     return rows

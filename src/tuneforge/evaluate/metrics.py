@@ -1,5 +1,8 @@
 """Scores for generated answers: accuracy, precision/recall/F1 for label tasks, BLEU and ROUGE-L for text.
 
+Every metric a config can name is a ``MetricSpec`` in the ``METRICS`` registry (the end of this
+file); a user metric is a ``module:attribute`` plug-in (docs/SEAMS.md, "Evaluation metrics").
+
 Label tasks (the references form a small set of labels) are scored after a lenient label
 extraction: an answer counts as a label when, normalised, it is that label, or it names exactly one
 of the labels as a whole phrase ("The intent is billing." → billing). Strict exact match is
@@ -8,9 +11,11 @@ reported beside it.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 OTHER_LABEL = "(other)"
 MAX_LABELS = 50
@@ -74,11 +79,126 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-L F-measure (rouge-score, 0-1)."""
-    from rouge_score import rouge_scorer
+    return {**_bleu(predictions, references), **_rouge(predictions, references)}
+
+
+# ----- the metric registry ------------------------------------------------------------------------
+
+ANSWERS = "answers"  # scored from the generated answers against the references
+LIKELIHOOD = "likelihood"  # from the teacher-forced loss on the reference answers
+LABEL_TASKS = ("classification",)
+ALL_TASKS = ("classification", "generation")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One evaluation metric, registered in ``core.registries.METRICS`` under the name configs use.
+
+    ``source`` says what it scores. An ``answers`` metric's ``compute(predictions, references,
+    labels)`` gets the stripped greedy answers, the references and the task's label set (None when
+    unknown) and applies to the ``tasks`` listed ("classification": the references are a small label
+    set; "generation": free text). A ``likelihood`` metric's ``compute(scores)`` gets the loss pass's
+    ``{"loss", "perplexity", "accuracy"}`` (mean answer-token loss, its exp, next-token accuracy).
+    Either returns ``{key: float}``; ``keys`` names them (a metric may write a key unlike its name:
+    ``f1`` writes ``f1_score``) and ``higher_is_better`` orders them in comparisons.
+    """
+
+    name: str
+    compute: Callable[..., dict[str, float]]
+    keys: tuple[str, ...]
+    source: str = ANSWERS
+    tasks: tuple[str, ...] = ALL_TASKS
+    higher_is_better: bool = True
+    description: str = ""
+
+
+def _label_scores(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None) -> dict[str, float]:
+    return classification_metrics(predictions, references, labels)
+
+
+def _one(key: str, compute: Callable[[Sequence[str], Sequence[str], Sequence[str] | None], dict[str, float]]) -> Callable[..., dict[str, float]]:
+    return lambda predictions, references, labels=None: {key: float(compute(predictions, references, labels)[key])}
+
+
+def _bleu(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
     from sacrebleu.metrics import BLEU
 
     # effective_order: short answers (under 4 words) are scored on the n-grams they can have.
-    bleu = BLEU(effective_order=True).corpus_score(list(predictions), [list(references)]).score
+    return {"bleu": float(BLEU(effective_order=True).corpus_score(list(predictions), [list(references)]).score)}
+
+
+def _rouge(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return {"bleu": float(bleu), "rouge_l": float(sum(rouge) / max(len(rouge), 1))}
+    return {"rouge_l": float(sum(rouge) / max(len(rouge), 1))}
+
+
+# performance key -> higher is better, for every metric registered so far (built-ins and plug-ins).
+_HIGHER_IS_BETTER: dict[str, bool] = {}
+
+
+def _check_metric(name: str, entry: Any) -> MetricSpec:
+    """A registered metric as a ``MetricSpec``: a spec is kept; a plain function ``(predictions,
+    references) -> float | dict`` becomes an answers metric for every task, higher is better."""
+    spec = entry if isinstance(entry, MetricSpec) else _function_metric(name, entry)
+    for key in spec.keys:
+        _HIGHER_IS_BETTER[key] = spec.higher_is_better
+    return spec
+
+
+def _function_metric(name: str, entry: Any) -> MetricSpec:
+    if not callable(entry):
+        raise TypeError(f"expected a MetricSpec or a function (predictions, references) -> float, got {type(entry).__name__}")
+    key = getattr(entry, "__name__", name.rpartition(":")[2]) or name
+
+    def compute(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
+        value = entry(list(predictions), list(references))
+        return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else {key: float(value)}
+
+    return MetricSpec(name=name, compute=compute, keys=(key,), description=(entry.__doc__ or "").strip().split("\n")[0])
+
+
+def _register_builtins() -> None:
+    from tuneforge.core.registries import METRICS
+
+    METRICS.set_check(_check_metric)
+    builtins = [
+        MetricSpec("accuracy", _one("accuracy", _label_scores), ("accuracy",), tasks=LABEL_TASKS,
+                   description="share of answers naming the reference label"),
+        MetricSpec("precision", _one("precision", _label_scores), ("precision",), tasks=LABEL_TASKS,
+                   description="macro precision over the references' labels"),
+        MetricSpec("recall", _one("recall", _label_scores), ("recall",), tasks=LABEL_TASKS,
+                   description="macro recall over the references' labels"),
+        MetricSpec("f1", _one("f1_score", _label_scores), ("f1_score",), tasks=LABEL_TASKS,
+                   description="macro F1 over the references' labels"),
+        MetricSpec("exact_match", lambda predictions, references, labels=None: {"exact_match": exact_match(predictions, references)},
+                   ("exact_match",), description="share of answers equal to the reference after normalisation"),
+        MetricSpec("bleu", _bleu, ("bleu",), tasks=("generation",), description="corpus BLEU (sacrebleu, 0-100)"),
+        MetricSpec("rouge", _rouge, ("rouge_l",), tasks=("generation",), description="mean ROUGE-L F-measure (0-1)"),
+        MetricSpec("loss", lambda scores: {"loss": float(scores["loss"])}, ("loss",), source=LIKELIHOOD,
+                   higher_is_better=False, description="mean cross-entropy of the reference answers' tokens"),
+        MetricSpec("perplexity", lambda scores: {"perplexity": float(math.exp(min(scores["loss"], 50.0)))}, ("perplexity",),
+                   source=LIKELIHOOD, higher_is_better=False, description="exp of the answer-token loss"),
+    ]
+    for spec in builtins:
+        METRICS.register(spec.name, spec)
+
+
+def metric_specs(names: Sequence[str]) -> list[MetricSpec]:
+    """The registered specs of ``names`` (plug-ins imported), in order; unknown names raise ``UnknownNameError``."""
+    from tuneforge.core.registries import METRICS
+
+    return [METRICS.get(name) for name in dict.fromkeys(names)]
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a lower value of performance key ``key`` is better (loss, perplexity, plug-ins that say so)."""
+    from tuneforge.core.registries import METRICS
+
+    METRICS.names()  # the built-ins registered
+    return not _HIGHER_IS_BETTER.get(key, True)
+
+
+_register_builtins()

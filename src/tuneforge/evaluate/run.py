@@ -11,7 +11,7 @@ from tuneforge.data.batching import iter_eval_batches
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.tokenize import encode_examples, render_prompt
 from tuneforge.evaluate.generate import EVAL_BATCH_SIZE, generate_answers
-from tuneforge.evaluate.metrics import classification_metrics, exact_match, is_label_task, text_metrics
+from tuneforge.evaluate.metrics import ANSWERS, LIKELIHOOD, is_label_task, metric_specs
 from tuneforge.model.loss import mean_label_loss
 
 # Answers longer than this many tokens beyond the longest label are not needed to score a label task.
@@ -49,9 +49,10 @@ def evaluate_model(
 ) -> ModelEvaluation:
     """Score ``model`` on ``examples``.
 
-    Loss and perplexity come from the references (teacher forcing, completion tokens only).
-    Greedy answers are scored by accuracy/precision/recall/F1 for label tasks, or by exact match,
-    BLEU and ROUGE-L for free text. Text-only examples get loss and perplexity only. ``labels``
+    ``metrics`` are names in the ``METRICS`` registry (or ``module:attribute`` plug-ins). Loss and
+    perplexity come from the references (teacher forcing, completion tokens only). Greedy answers
+    are scored by the answer metrics that apply to the task: accuracy/precision/recall/F1 for label
+    tasks, BLEU and ROUGE-L for free text, exact match for both. Text-only examples get loss and perplexity only. ``labels``
     (the task's label set, known from the training data) makes it a label task even when the
     examples scored here are too few to tell.
 
@@ -83,31 +84,35 @@ def _device_of(model: Any) -> Any:
 def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_length: int, batch_size: int,
            max_new_tokens: int, metrics: Sequence[str], on_progress: Callable[[int], None] | None,
            labels: Sequence[str] | None) -> tuple[dict[str, float], str, list[dict[str, Any]]]:
+    specs = metric_specs(metrics)
     performance: dict[str, float] = {}
-    pad = tokenizer.pad_token_id
-    if {"loss", "perplexity"} & set(metrics):
+    likelihood = [spec for spec in specs if spec.source == LIKELIHOOD]
+    if likelihood:
         encoded = encode_examples(tokenizer, list(examples), max_length)
         if encoded.items:
-            scores = mean_label_loss(model, iter_eval_batches(encoded.items, batch_size, pad))
+            scores = mean_label_loss(model, iter_eval_batches(encoded.items, batch_size, tokenizer.pad_token_id))
+            # The loss pass gives these three at once; likelihood plug-ins add their own keys.
             performance.update(loss=scores["loss"], perplexity=scores["perplexity"], token_accuracy=scores["accuracy"])
+            for spec in likelihood:
+                performance.update(spec.compute(scores))
     chat = [example for example in examples if not example.is_text]
     task = "language_modeling"
     predictions: list[dict[str, Any]] = []
-    if chat and {"accuracy", "precision", "recall", "f1", "bleu", "rouge"} & set(metrics):
+    scored = [spec for spec in specs if spec.source == ANSWERS]
+    if chat and scored:
         references = [example.output for example in chat]
         task = "classification" if labels or is_label_task(references) else "generation"
         budget = max_new_tokens
         if task == "classification":
-            longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in set(references))
+            known = set(references) | set(labels or ())
+            longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in known)
             budget = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
         prompts = [render_prompt(tokenizer, example) for example in chat]
         answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, EVAL_BATCH_SIZE), on_batch=on_progress)
-        if task == "classification":
-            performance.update(classification_metrics(answers, references, labels))
-        else:
-            performance["exact_match"] = exact_match(answers, references)
-            if {"bleu", "rouge"} & set(metrics):
-                performance.update(text_metrics(answers, references))
+        # Strict exact match is always reported beside whatever was asked for.
+        for spec in metric_specs([*(spec.name for spec in scored), "exact_match"]):
+            if task in spec.tasks:
+                performance.update(spec.compute(answers, references, labels))
         predictions = [
             {"source": ex.source, "input": ex.input, "reference": ref, "prediction": ans}
             for ex, ref, ans in zip(chat, references, answers)
