@@ -87,6 +87,8 @@ def capture_trained(monkeypatch):
 @pytest.mark.parametrize("name", [*METHODS.names(), PLUGIN])
 def test_method_contract(name, tiny_model_dir, tiny_tokenizer, session_dataset, tmp_path, capture_trained):
     method = get_method(name)
+    if method.quantization == "bnb-4bit":
+        pytest.importorskip("bitsandbytes", reason="qlora needs the qlora extra (bitsandbytes)")
     captured = capture_trained(method)
     whole_dir = tmp_path / "whole"
     values = _values(session_dataset, tiny_model_dir, whole_dir, name)
@@ -168,9 +170,9 @@ class NoWrap(TrainingMethod):
 
 def test_unknown_or_unfit_methods_are_config_errors_listing_the_valid_ones():
     with pytest.raises(ConfigError) as caught:
-        make_config({"method": "qlora"})
+        make_config({"method": "qlorax"})
     message = str(caught.value)
-    assert "method: unknown training method 'qlora'" in message and "full, lora" in message
+    assert "method: unknown training method 'qlorax'" in message and "full, ia3" in message
     with pytest.raises(ConfigError, match="expected a TrainingMethod"):
         make_config({"method": f"{__name__}:NotAMethod"})
     with pytest.raises(ConfigError, match="does not implement wrap"):

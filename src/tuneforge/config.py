@@ -68,6 +68,28 @@ def _registered(registry: Registry[Any], field: str, name: str) -> str:
     return name
 
 
+def _method_or_none(name: Any) -> Any:
+    """The registered training method ``name``, or None when it does not resolve (the field validator reports that)."""
+    from tuneforge.core.errors import TuneforgeError
+
+    if not isinstance(name, str):
+        return None
+    try:
+        return METHODS.get(name)
+    except TuneforgeError:
+        return None
+
+
+def method_option_owners() -> dict[str, list[str]]:
+    """Config field -> the registered methods that read it (their spec's ``options``), in registry order."""
+    owners: dict[str, list[str]] = {}
+    for name in METHODS.names():
+        method = _method_or_none(name)
+        for option in getattr(method, "options", ()):
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
 def template_problem(template: str) -> str | None:
     """What is wrong with a ``--text-template`` (None if it is usable)."""
     import string
@@ -102,12 +124,38 @@ class FineTuningConfig(BaseModel):
 
     # What to train
     model: str = Field(DEFAULT_MODEL, description="embedded name, HF model dir, .gguf file or cached hub id")
-    method: str = Field("lora", description="lora: train small adapters; full: train every weight; "
-                        "or a plug-in module:attribute (a registered training method, see docs/SEAMS.md)")
-    lora_r: int = Field(16, ge=1, le=1024)
-    lora_alpha: float = Field(32.0, gt=0)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    method: str = Field("lora", description="how to train (README: training methods): lora, qlora (LoRA on a 4-bit base), "
+                        "dora, ia3, loha, lokr, prompt_tuning, prefix_tuning, adapter (bottleneck adapters), full (every weight), "
+                        "or a plug-in module:attribute (a registered training method, see docs/SEAMS.md). Each method takes only "
+                        "its own options (the fields below marked with its name)")
+    # Per-method options: each method's spec lists the fields it reads (TrainingMethod.options);
+    # an option of another method set to a non-default value is refused (_check_method_options).
+    lora_r: int = Field(16, ge=1, le=1024, description="lora, qlora, dora, loha, lokr: adapter rank")
+    lora_alpha: float = Field(32.0, gt=0, description="lora, qlora, dora, loha, lokr: scaling; updates are scaled by alpha/r")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora, qlora, dora: dropout on the adapter input")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="lora, qlora, dora, loha, lokr: the linear layers that get adapters (module names), or all-linear")
+    qlora_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="qlora: 4-bit data type the frozen base weights are stored in")
+    qlora_double_quant: bool = Field(True, description="qlora: also quantize the per-block scales (about 0.4 bits per weight less)")
+    ia3_target_modules: list[str] | None = Field(
+        None, description="ia3: modules whose activations get learned scales; default: PEFT's for the architecture "
+        "(k_proj, v_proj, down_proj for Llama/Qwen/SmolLM)")
+    ia3_feedforward_modules: list[str] | None = Field(
+        None, description="ia3: which target modules are feed-forward (scaled at their input); default: PEFT's for the "
+        "architecture, within ia3_target_modules")
+    num_virtual_tokens: int = Field(20, ge=1, le=1024, description="prompt_tuning, prefix_tuning: learned virtual tokens per layer input")
+    prompt_tuning_init_text: str | None = Field(
+        None, description="prompt_tuning: start the virtual tokens from this text's embeddings (default: random)")
+    prefix_projection: bool = Field(False, description="prefix_tuning: learn the prefix through a two-layer MLP (more parameters, steadier)")
+    bottleneck_size: int = Field(16, ge=1, le=16384, description="adapter: width of each bottleneck adapter (down-projection size)")
+    bottleneck_nonlinearity: Literal["relu", "gelu", "silu", "tanh"] = Field(
+        "relu", description="adapter: the nonlinearity between the down- and up-projection")
+    bottleneck_placement: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer", description="adapter: pfeiffer = one adapter after each feed-forward block; houlsby = also one after each attention block")
+    adapter_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="name of this run's adapter, for several adapters on one base: the run directory defaults to "
+        "runs/NAME, `tuneforge adapters list` shows it, inference loads it by this name")
     trust_remote_code: bool = False
 
     # How to train
@@ -123,7 +171,8 @@ class FineTuningConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = Field(42, ge=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples")
+    packing: bool = Field(True, description="put each batch in one row with no padding; attention never crosses examples "
+                          "(off by default for prompt_tuning and prefix_tuning, whose wrappers cannot take packed batches)")
     micro_batch_tokens: int | None = Field(
         2048, ge=16, description="most tokens one forward/backward pass holds; a bigger batch is split into passes "
         "whose gradients add up to the same update (caps activation memory, same result); null = never split")
@@ -250,9 +299,19 @@ class FineTuningConfig(BaseModel):
     def _check_objective(cls, value: str) -> str:
         return _registered(OBJECTIVES, "objective", value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _packing_default(cls, values: Any) -> Any:
+        """``packing`` left unset is off for a method whose wrapper cannot take packed batches."""
+        if isinstance(values, dict) and "packing" not in values:
+            method = _method_or_none(values.get("method", "lora"))
+            if method is not None and not method.supports_packing:
+                values = {**values, "packing": False}
+        return values
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
-        problems: list[str] = []
+        problems: list[str] = self._method_option_problems()
         if self.early_stopping and self.evaluation_strategy == "no":
             problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
         if self.validation_split + self.test_split >= 0.9:
@@ -264,6 +323,24 @@ class FineTuningConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _method_option_problems(self) -> list[str]:
+        """Options of another method given a non-default value, and packing the method cannot take."""
+        method = _method_or_none(self.method)
+        if method is None:
+            return []
+        problems = []
+        for field, owners in method_option_owners().items():
+            if field in method.options or field not in self.model_fields_set:
+                continue
+            if getattr(self, field) != FineTuningConfig.model_fields[field].get_default(call_default_factory=True):
+                flag = "--" + field.replace("_", "-")
+                problems.append(f"{field} ({flag}) is an option of method {', '.join(owners)}, not of method {self.method!r}; "
+                                f"remove it, or choose --method {owners[0]}")
+        if self.packing and not method.supports_packing:
+            problems.append(f"packing: method {self.method!r} cannot take packed batches (its wrapper adds virtual tokens "
+                            "to every row); leave packing unset or set it to false")
+        return problems
 
     @property
     def issue_actions(self) -> dict[str, str]:

@@ -65,7 +65,7 @@ def _quiet_libraries() -> None:
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ``FineTuningConfig`` field, named in kebab case, documented from the schema."""
-    from tuneforge.config import DEFAULT_LEARNING_RATE, FineTuningConfig
+    from tuneforge.config import DEFAULT_LEARNING_RATE, FineTuningConfig, method_option_owners
     from tuneforge.core.registries import METHODS, OBJECTIVES, SINKS
 
     # Fields whose values are registry names (or module:attribute plug-ins): their help lists the names.
@@ -80,7 +80,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     }
     sections = {
         "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length", "skip_invalid"},
-        "model": {"model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "trust_remote_code"},
+        "model": {"model", "method", "trust_remote_code", "adapter_name", *method_option_owners()},
         "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
                   "on_issue", "rollback_lr_factor", "max_rollbacks", "report_to", "resume"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",

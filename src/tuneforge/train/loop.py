@@ -225,6 +225,11 @@ class _Run:
         self.clock_start = time.perf_counter() - self.state.train_seconds
         return rng
 
+    def load_weights(self, weights_dir: Path) -> None:
+        """Checkpoint weights back into the model: the method's own loader, else the generic one."""
+        if not get_method(self.config.method).load_weights(self.model, weights_dir):
+            load_weights(self.model, weights_dir)
+
     def restore(self, path: Path) -> dict[str, Any]:
         """Load weights, optimizer, schedule, trainer and monitor state from checkpoint ``path``; return its RNG state."""
         saved = TrainState.from_dict(read_trainer_state(path))
@@ -234,7 +239,7 @@ class _Run:
         if saved.data_fingerprint and saved.data_fingerprint != self.state.data_fingerprint:
             raise CheckpointError(f"{path} was trained on other data than the data given now; resume needs the same "
                                   "data files (and the same --seed, --max-length and splits)")
-        load_weights(self.model, path / "weights")
+        self.load_weights(path / "weights")
         self.optimizer.load_state_dict(load_state_file(path / "optimizer.pt"))
         self.scheduler.load_state_dict(load_state_file(path / "scheduler.pt"))
         rng = load_state_file(path / "rng.pt")
@@ -497,7 +502,7 @@ class _Run:
             self.emit("train.best_unavailable", step=state.best_step, problems=problems,
                       message=f"the best checkpoint ({path.name}) is not intact; keeping the last step's weights")
             return
-        load_weights(self.model, path / "weights")
+        self.load_weights(path / "weights")
         self.outcome.final_weights_step = checkpoint_step(path)
         self.emit("train.best_selected", step=state.best_step, metric=self.config.best_metric, value=state.best_value,
                   last_step=state.step, message=f"using the weights of step {state.best_step} "

@@ -15,12 +15,15 @@ from tuneforge.model.methods.base import TrainingMethod, check_method
 
 METHODS.set_check(check_method)
 
-from tuneforge.model.methods import full, lora  # noqa: E402  (register the built-ins)
+from tuneforge.model.methods import (  # noqa: E402  (register the built-ins)
+    lora, qlora, dora, ia3, loha, lokr, prompt_tuning, prefix_tuning, bottleneck, full,
+)
 
 if TYPE_CHECKING:
     from tuneforge.config import FineTuningConfig
 
-__all__ = ["METHODS", "TrainingMethod", "get_method", "make_trainable", "find_saved_weights", "full", "lora"]
+__all__ = ["METHODS", "TrainingMethod", "get_method", "make_trainable", "find_saved_weights", "full", "lora", "qlora", "dora", "ia3", "loha",
+           "lokr", "prompt_tuning", "prefix_tuning", "bottleneck"]
 
 
 def get_method(name: str) -> TrainingMethod:

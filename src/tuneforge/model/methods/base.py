@@ -30,6 +30,12 @@ class TrainingMethod:
             prefix tuning inject their state in ``PeftModel.forward``); otherwise the objective may
             run the base decoder directly, which is what the fused loss does fastest.
         quantization: how the base is quantized when loaded (``None``: not at all).
+        options: the ``FineTuningConfig`` fields that configure this method (``lora_r``, ...).
+            Config validation refuses an option of another method that is set to a non-default
+            value, naming the option and the methods it belongs to (``config.method_options``).
+        supports_packing: the wrapper can take packed batches (one row, ``cu_seq_lens``). When it
+            cannot, ``packing`` defaults to off for this method and an explicit ``packing: true``
+            is a config error.
     """
 
     name: str = ""
@@ -40,6 +46,8 @@ class TrainingMethod:
     mergeable: bool = False
     forward_through_wrapper: bool = False
     quantization: str | None = None
+    options: tuple[str, ...] = ()
+    supports_packing: bool = True
 
     # loading the base -------------------------------------------------------------------------
 
@@ -86,6 +94,12 @@ class TrainingMethod:
     def save(self, model: Any, out_dir: Path) -> None:
         """Write the trained weights (checkpoints and the final ``output_dir``) as safetensors."""
         model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load_weights(self, model: Any, weights_dir: Path) -> bool:
+        """Copy checkpoint weights saved by ``save`` back into ``model``; False leaves it to the loop's
+        generic loader (a PEFT adapter or a full model's safetensors), which fits every method that
+        saves through ``save_pretrained``. A method with its own file layout loads it and returns True."""
+        return False
 
     def holds_weights(self, directory: Path) -> bool:
         """Whether ``directory`` holds weights this method saved (used to recognise a run's output)."""

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.core.registries import METHODS
-from tuneforge.model.methods.base import TrainingMethod
+from tuneforge.model.methods.peft_base import PeftMethod
 
 if TYPE_CHECKING:
     from tuneforge.config import FineTuningConfig
 
+LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
-class LoraMethod(TrainingMethod):
+
+class LoraMethod(PeftMethod):
     name = "lora"
     description = "train small adapters"
-    output_dir = "adapter"
     default_learning_rate = 1e-3
-    freezes_base = True
     mergeable = True
+    options = LORA_OPTIONS
 
-    def wrap(self, model: Any, config: FineTuningConfig) -> Any:
-        from tuneforge.model.adapters import apply_lora
+    def peft_config(self, model: Any, config: FineTuningConfig) -> Any:
+        from peft import LoraConfig
 
-        return apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, self.target_modules(config))
+        return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=self.target_modules(config), bias="none", task_type="CAUSAL_LM",
+                          **self.lora_variant_options(config))
+
+    def lora_variant_options(self, config: FineTuningConfig) -> dict[str, Any]:
+        """Extra ``LoraConfig`` arguments of a LoRA variant (DoRA: ``use_dora=True``)."""
+        return {}
 
     def target_modules(self, config: FineTuningConfig) -> list[str] | str:
         """The modules that get adapters; a variant method (e.g. attention-only LoRA) overrides this."""
@@ -34,14 +41,6 @@ class LoraMethod(TrainingMethod):
 
         speed_up_lora(model)
         super().speed_up(model, config)
-
-    def holds_weights(self, directory: Path) -> bool:
-        return (directory / "adapter_config.json").is_file()
-
-    def load_saved(self, weights_dir: Path, load_base: Callable[[], Any], device: str) -> Any:
-        from tuneforge.model.adapters import load_adapter
-
-        return load_adapter(load_base(), weights_dir)
 
     def describe_saved(self, weights_dir: Path, base_name: str) -> str:
         return f"{base_name} + adapter {weights_dir}"

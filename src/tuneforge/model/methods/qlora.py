@@ -1,0 +1,102 @@
+"""``qlora``: LoRA adapters trained on a base whose linear layers are stored in 4 bits (bitsandbytes NF4).
+
+The base loads as usual, then every ``nn.Linear`` of the decoder (not the output head, which is
+often tied to the embeddings) is replaced by a ``bitsandbytes.nn.Linear4bit`` holding its weight
+quantized in blocks of 64 (NF4 or FP4, optionally with double quantization of the block scales).
+The 4-bit weights are frozen buffers of packed ``uint8``; PEFT's LoRA layers for ``Linear4bit``
+add the adapters on top. bitsandbytes >= 0.45 runs this on a CPU as well as on a GPU (slower than
+fp32 on a CPU: the weights are dequantized on every forward; the point is the memory).
+The settings are written next to the adapter (``quantization.json``) so reloading quantizes the
+base the same way and gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from tuneforge.core.errors import ConfigError
+from tuneforge.core.registries import METHODS
+from tuneforge.model.methods.lora import LORA_OPTIONS, LoraMethod
+
+if TYPE_CHECKING:
+    from tuneforge.config import FineTuningConfig
+
+QUANTIZATION_FILE = "quantization.json"
+INSTALL = "pip install 'tuneforge[qlora]' (bitsandbytes>=0.45, which has a CPU backend)"
+
+
+class QloraMethod(LoraMethod):
+    name = "qlora"
+    description = "LoRA on a 4-bit (NF4) quantized base"
+    quantization = "bnb-4bit"
+    mergeable = True  # into the full-precision base, as QLoRA adapters usually are
+    options = (*LORA_OPTIONS, "qlora_quant_type", "qlora_double_quant")
+
+    def load_base(self, model_dir: Path, device: str, config: FineTuningConfig, precision: str) -> Any:
+        model = super().load_base(model_dir, device, config, precision)
+        quantize_linears(model, config.qlora_quant_type, config.qlora_double_quant, self.base_dtype(precision))
+        return model
+
+    def save(self, model: Any, out_dir: Path) -> None:
+        super().save(model, out_dir)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        settings = getattr(base, "tuneforge_quantization", None)
+        if settings:
+            (Path(out_dir) / QUANTIZATION_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    def load_saved(self, weights_dir: Path, load_base: Callable[[], Any], device: str) -> Any:
+        import torch
+
+        from tuneforge.model.adapters import load_adapter
+
+        settings = {"quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+        file = weights_dir / QUANTIZATION_FILE
+        if file.is_file():
+            settings |= json.loads(file.read_text())
+        base = load_base()
+        quantize_linears(base, settings["quant_type"], bool(settings["double_quant"]), getattr(torch, settings["compute_dtype"]))
+        return load_adapter(base, weights_dir)
+
+    def describe_saved(self, weights_dir: Path, base_name: str) -> str:
+        return f"{base_name} (4-bit) + qlora adapter {weights_dir}"
+
+
+def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = True, compute_dtype: Any = None) -> int:
+    """Replace every ``nn.Linear`` of ``model`` but the output head by a 4-bit ``Linear4bit``, in place.
+
+    Returns how many layers were quantized. The frozen weights are quantized on the model's device;
+    the bias, if any, keeps its dtype. Raises ``ConfigError`` when bitsandbytes is missing.
+    """
+    import torch
+    import torch.nn as nn
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError([f"method: qlora needs bitsandbytes; install it with {INSTALL}"]) from None
+    head = model.get_output_embeddings()
+    compute_dtype = compute_dtype or torch.float32
+    count = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or child is head:
+                continue
+            device = child.weight.device
+            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=compute_dtype, compress_statistics=double_quant,
+                                      quant_type=quant_type, device="meta")
+            layer.weight = bnb.nn.Params4bit(child.weight.data.contiguous(), requires_grad=False,
+                                             compress_statistics=double_quant, quant_type=quant_type, module=layer)
+            if child.bias is not None:
+                layer.bias = nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, child_name, layer.to(device))  # moving to a device quantizes the weight
+            count += 1
+    model.is_loaded_in_4bit = True  # PEFT picks its Linear4bit LoRA layers by this flag
+    model.tuneforge_quantization = {"quant_type": quant_type, "double_quant": double_quant,
+                                    "compute_dtype": str(compute_dtype).removeprefix("torch.")}
+    return count
+
+
+QLORA = METHODS.register("qlora", QloraMethod())
