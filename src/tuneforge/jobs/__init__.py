@@ -1,0 +1,34 @@
+"""Jobs: fine-tuning jobs in a store, run by workers, with OpenAI's fine-tuning API semantics.
+
+The public API (``from tuneforge.jobs import ...``):
+
+- ``FineTuningManager`` (manager.py): files, jobs, events, checkpoints, models; what the CLI and the server call.
+- ``Worker`` (worker.py): claims queued jobs and trains each in its own process, with heartbeats and recovery.
+- ``TrainingJob``, ``TrainingStatus``, ``StoredFile``, ``Page`` (objects.py): what it returns; ``to_openai()`` gives the wire dict.
+- ``NotFound``, ``InvalidRequest``, ``Conflict``, ``PayloadTooLarge`` (errors.py): with ``http_status``, ``param``, ``code``.
+- ``JobStore`` (store.py): the SQLAlchemy Core tables (SQLite by default, PostgreSQL for several machines).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "FineTuningManager": "tuneforge.jobs.manager", "ResolvedModel": "tuneforge.jobs.manager",
+    "Worker": "tuneforge.jobs.worker",
+    "TrainingJob": "tuneforge.jobs.objects", "TrainingStatus": "tuneforge.jobs.objects",
+    "StoredFile": "tuneforge.jobs.objects", "Page": "tuneforge.jobs.objects", "wire_status": "tuneforge.jobs.objects",
+    "JobsError": "tuneforge.jobs.errors", "NotFound": "tuneforge.jobs.errors", "InvalidRequest": "tuneforge.jobs.errors",
+    "Conflict": "tuneforge.jobs.errors", "PayloadTooLarge": "tuneforge.jobs.errors",
+    "JobStore": "tuneforge.jobs.store", "FileStore": "tuneforge.jobs.files",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tuneforge.jobs' has no attribute {name!r}")
