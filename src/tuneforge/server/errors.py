@@ -101,7 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = {404: "Not found: no such route. The API is under /v1 (for example /v1/models).",
                    405: f"Method {request.method} is not allowed on this route."}.get(error.status_code, str(error.detail))
-        return response_for(APIError(error.status_code, message), headers=dict(error.headers or {}))
+        code = "request_too_large" if error.status_code == 413 else None
+        return response_for(APIError(error.status_code, message, code=code), headers=dict(error.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

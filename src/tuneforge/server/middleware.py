@@ -19,7 +19,9 @@ import re
 import secrets
 from typing import Any, Awaitable, Callable
 
-from tuneforge.server.errors import APIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tuneforge.server.errors import SERVER_ERROR, APIError, log
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -30,8 +32,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when the body passes the limit; an HTTPException so FastAPI's body parsing lets it through."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, detail=message)
 
 
 class APIGate:
@@ -75,6 +80,13 @@ class APIGate:
             if started:
                 raise
             await _send_error(send_with_id, self._too_large())
+        except Exception:
+            # Here rather than in Starlette's outermost handler, so that a 500 carries x-request-id too.
+            log.exception("unexpected error on %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
+            if started:
+                raise
+            await _send_error(send_with_id, APIError(500, "The server had an error while processing your request; "
+                                                          "the server log has the details.", type_=SERVER_ERROR))
 
     def _too_large(self) -> APIError:
         mb = self.max_body_bytes / (1024 * 1024)
@@ -90,7 +102,7 @@ class APIGate:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self._too_large().message)
             return message
 
         return counted
