@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneforge.cli.flags import add_format_flags, bounded, config_value
     from tuneforge.cli.data_commands import add_data_commands
     add_data_commands(commands)
+    from tuneforge.cli.serve_command import add_serve_command
+    add_serve_command(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",

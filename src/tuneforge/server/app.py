@@ -62,7 +62,8 @@ class ServerState:
         """The served base model ``name`` refers to (its id, or the spec it was started with)."""
         if name in self.models:
             return self.models[name]
-        return next((m for m in self.models.values() if m.spec == name), None)
+        same = [m for m in self.models.values() if m.spec == name or _same_path(m.spec, name)]
+        return same[0] if same else None
 
     def host_for(self, model_id: str) -> tuple[ModelHost, Path | None]:
         """(the host that serves ``model_id``, the adapter directory or None for a base model); 404 otherwise."""
@@ -92,6 +93,15 @@ class ServerState:
     def close(self) -> None:
         for host in self.hosts.values():
             host.close()
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two specs are the same local path (a job records its base as an absolute path)."""
+    try:
+        pa, pb = Path(a).expanduser(), Path(b).expanduser()
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    except (OSError, ValueError):
+        return False
 
 
 def _loader(spec: str, device: str | None):

@@ -22,8 +22,13 @@ async def list_models(request: Request) -> dict[str, Any]:
     state = request.app.state.tuneforge
     data = state.base_model_objects()
     if state.manager is not None:
-        data += wire_list(state.manager.list_models())
+        data += [m for m in wire_list(state.manager.list_models()) if not _is_base_entry(m)]
     return {"object": "list", "data": data}
+
+
+def _is_base_entry(model: dict[str, Any]) -> bool:
+    """The manager lists every base a job used (by its spec, maybe a path); the server lists the bases it serves."""
+    return model.get("owned_by") == "system"
 
 
 @router.get("/models/{model_id:path}")
@@ -36,7 +41,10 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
             return model
     if state.manager is None:
         raise model_not_found(model_id)
-    return wire(state.manager.retrieve_model(model_id))
+    found = wire(state.manager.get_model(model_id))
+    if _is_base_entry(found):
+        raise model_not_found(model_id)
+    return found
 
 
 @router.delete("/models/{model_id:path}")
