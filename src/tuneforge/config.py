@@ -337,6 +337,9 @@ class FineTuningConfig(BaseModel):
                 flag = "--" + field.replace("_", "-")
                 problems.append(f"{field} ({flag}) is an option of method {', '.join(owners)}, not of method {self.method!r}; "
                                 f"remove it, or choose --method {owners[0]}")
+        if self.adapter_name is not None and method.output_dir != "adapter":
+            problems.append(f"adapter_name: method {self.method!r} trains the whole model, not an adapter; "
+                            "use --name for the run directory")
         if self.packing and not method.supports_packing:
             problems.append(f"packing: method {self.method!r} cannot take packed batches (its wrapper adds virtual tokens "
                             "to every row); leave packing unset or set it to false")

@@ -74,12 +74,18 @@ class LoraLinearFunction(torch.autograd.Function):
 
 
 def speed_up_lora(model: nn.Module) -> int:
-    """Give every PEFT LoRA ``Linear`` of ``model`` the fused forward; return how many were changed."""
+    """Give every PEFT LoRA ``Linear`` of ``model`` the fused forward; return how many were changed.
+
+    Layers with a LoRA variant (DoRA's weight decomposition: ``lora_variant``) keep PEFT's own
+    forward: the fused function computes plain LoRA only. (An adapter with a variant added later is
+    still caught per call in ``_fast_forward``.) Quantized layers (QLoRA's ``Linear4bit``) are other
+    PEFT classes and are not touched either.
+    """
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     changed = 0
     for module in model.modules():
-        if type(module) is LoraLinear and not hasattr(module, "_peft_forward"):
+        if type(module) is LoraLinear and not getattr(module, "lora_variant", None) and not hasattr(module, "_peft_forward"):
             module._peft_forward = module.forward
             module.forward = types.MethodType(_fast_forward, module)
             changed += 1
