@@ -13,7 +13,7 @@ rendered prompts and the same token budget, in two workloads:
 
 Runs alternate before/after ``--repeats`` times and keep each side's fastest run (the machine is
 shared). Greedy answers of both sides are compared. Writes bench/results/eval.json and eval.md
-(``bench/write_benchmarks.py`` puts eval.md into BENCHMARKS.md).
+(``bench/write_benchmarks.py`` puts eval.md, its own section, into BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -105,10 +105,11 @@ def workloads(tokenizer: Any, examples: int) -> dict[str, tuple[list[str], int]]
     }
 
 
-def timed(function: Callable[[], list[str]]) -> tuple[float, list[str]]:
-    start = time.perf_counter()
+def timed(function: Callable[[], list[str]]) -> tuple[float, float, list[str]]:
+    """(wall seconds, this process's CPU seconds, answers)."""
+    start, cpu = time.perf_counter(), time.process_time()
     answers = function()
-    return time.perf_counter() - start, answers
+    return time.perf_counter() - start, time.process_time() - cpu, answers
 
 
 def cpu_name() -> str:
@@ -136,15 +137,16 @@ def main() -> None:
     figures: dict[str, Any] = {}
     for name, (prompts, budget) in workloads(tokenizer, args.examples).items():
         best = {"before": float("inf"), "after": float("inf")}
+        cpu = {"before": float("inf"), "after": float("inf")}
         answers: dict[str, list[str]] = {}
         runs = {"before": lambda: before_generate_answers(model, tokenizer, prompts, budget, batch_size=8),
                 "after": lambda: generate_answers(model, tokenizer, prompts, budget)}
         generate_answers(model, tokenizer, prompts[:2], 2)  # warm-up: first-call allocations stay out
         for _ in range(args.repeats):
             for side, run in runs.items():
-                seconds, answers[side] = timed(run)
-                best[side] = min(best[side], seconds)
-                print(f"{name} {side}: {seconds:.2f} s", file=sys.stderr)
+                seconds, cpu_seconds, answers[side] = timed(run)
+                best[side], cpu[side] = min(best[side], seconds), min(cpu[side], cpu_seconds)
+                print(f"{name} {side}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU", file=sys.stderr)
         same = sum(a == b for a, b in zip(answers["before"], answers["after"]))
         figures[name] = {
             "examples": len(prompts), "max_new_tokens": budget,
@@ -152,6 +154,8 @@ def main() -> None:
             "before_examples_per_second": round(len(prompts) / best["before"], 2),
             "after_examples_per_second": round(len(prompts) / best["after"], 2),
             "speedup": round(best["before"] / best["after"], 2), "identical_answers": same,
+            "before_cpu_seconds": round(cpu["before"], 2), "after_cpu_seconds": round(cpu["after"], 2),
+            "cpu_speedup": round(cpu["before"] / cpu["after"], 2),
         }
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -169,19 +173,24 @@ def main() -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
+        "## Evaluation speed: generation before and after the inference engine",
+        "",
         f"Reproduce: `{report['command'].strip()}`. Measured {report['date']} on {report['cpu']} "
         f"({report['cores']} cores, {report['threads']} torch threads), torch {report['torch']}, transformers "
         f"{report['transformers']}; model {report['model']} in {report['precision']}. Before: `model.generate` in "
         f"batches of 8 (the evaluation path at commit e233b23). After: the inference engine "
         f"(`tuneforge.inference`, batches of {report['eval_batch_size']}, finished rows leave the batch, no vocabulary "
-        f"projection of prompt positions). Fastest of {report['repeats']} alternating runs each.",
+        f"projection of prompt positions, a common prompt start computed once per batch). Fastest of "
+        f"{report['repeats']} alternating runs each; the CPU seconds (this process's, less sensitive to other "
+        "load on a shared machine) are given beside the wall-clock rates.",
         "",
-        "| workload | examples | max new tokens | before (examples/s) | after (examples/s) | speed-up | identical answers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | examples | max new tokens | before (examples/s) | after (examples/s) | speed-up | CPU s before → after | CPU speed-up | identical answers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, figure in report["workloads"].items():
         lines.append(f"| {name} | {figure['examples']} | {figure['max_new_tokens']} | {figure['before_examples_per_second']:.2f} | "
                      f"{figure['after_examples_per_second']:.2f} | **{figure['speedup']:.2f}×** | "
+                     f"{figure['before_cpu_seconds']:.1f} → {figure['after_cpu_seconds']:.1f} | {figure['cpu_speedup']:.2f}× | "
                      f"{figure['identical_answers']}/{figure['examples']} |")
     return "\n".join(lines) + "\n"
 

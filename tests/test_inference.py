@@ -214,3 +214,30 @@ def test_shared_prompt_prefix_gives_the_same_tokens(tiny_model, tiny_tokenizer):
     batched = engine.generate([GenerationRequest(prompt=t, max_new_tokens=10) for t in texts])
     for text, result in zip(texts, batched):
         assert result.token_ids == transformers_greedy(tiny_model, tiny_tokenizer, text, 10)
+
+
+def test_prompt_tuning_generates_through_the_wrapper(tiny_model_dir, tiny_tokenizer):
+    """Prompt learning injects virtual tokens in the wrapper's forward: the engine's answers are the wrapper's own greedy ones."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    with torch.no_grad():
+        model.prompt_encoder["default"].embedding.weight.normal_(0, 3.0)
+    model.eval()
+    engine = InferenceEngine(model, tiny_tokenizer)
+    texts = prompts(tiny_tokenizer)[:3]
+    results = engine.generate([GenerationRequest(prompt=t, max_new_tokens=8) for t in texts])
+    for text, result in zip(texts, results):
+        assert result.token_ids == transformers_greedy(model, tiny_tokenizer, text, 8)
+    # The virtual tokens count: the first answer token's scores differ from the bare base model's.
+    encoded = tiny_tokenizer(texts[0], add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        tuned_logits = model(**encoded).logits[0, -1]
+        with model.disable_adapter():
+            base_logits = model(**encoded).logits[0, -1]
+    assert not torch.allclose(tuned_logits, base_logits, atol=1e-3)
+    sampled = [engine.generate([GenerationRequest(prompt=texts[0], max_new_tokens=8, temperature=1.0, seed=3)])[0].token_ids for _ in range(2)]
+    assert sampled[0] == sampled[1]

@@ -30,6 +30,7 @@ from tuneforge.inference.request import BASE_ADAPTER, GenerationRequest, Generat
 from tuneforge.inference.sampling import pick_tokens, row_generator
 from tuneforge.inference.text import RowText
 from tuneforge.model.load import end_of_turn_ids
+from tuneforge.model.loss import wrapper_injects_state
 
 PEFT_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 DEFAULT_BATCH_SIZE = 16
@@ -134,11 +135,43 @@ class InferenceEngine:
             if on_result:
                 on_result(index, result)
 
+        through_wrapper = wrapper_injects_state(self.model)
         with self._inference():
             for start in range(0, len(order), size):
                 rows = [self._row(i, requests[i], prompts[i]) for i in order[start : start + size]]
-                self._run_batch(rows, on_token, finished)
+                if through_wrapper:
+                    for row in rows:
+                        self._run_through_wrapper(row, on_token, finished)
+                else:
+                    self._run_batch(rows, on_token, finished)
         return results  # type: ignore[return-value]
+
+    def _run_through_wrapper(self, row: _Row, on_token: OnToken | None, finished: Callable[[int, GenerationResult], None]) -> None:
+        """One row through the PEFT wrapper's own ``generate``, for prompt-learning adapters.
+
+        Prompt, prefix and p-tuning add virtual tokens (or their keys and values) inside the
+        wrapper's forward, which the cache loop above would add again at every step. The tokens then
+        go through the same stop, streaming and result logic; a seed seeds torch's generator for
+        this row (so it is reproducible, but drawn differently from the loop's sampling).
+        """
+        device = next(self.model.parameters()).device
+        request = row.request
+        settings: dict[str, Any] = dict(max_new_tokens=request.max_new_tokens, eos_token_id=sorted(self.stop_ids),
+                                        pad_token_id=self.pad_id, do_sample=not request.greedy)
+        if not request.greedy:
+            settings.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
+        input_ids = torch.tensor([row.prompt_ids], device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if not request.greedy:
+                torch.manual_seed(int(row.generator.initial_seed()) if row.generator is not None else 0)
+            with self._adapters_for([row]) as extra:
+                output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                             **settings, **extra([row]))
+        tokens = output[0, -(output.shape[1] - input_ids.shape[1]) :].tolist() if output.shape[1] > input_ids.shape[1] else []
+        for token in tokens:
+            if not self._advance(row, token, on_token, finished):
+                return
+        self._finish(row, "length", on_token, finished)  # generate ended without a stop token or the budget
 
     def _row(self, index: int, request: GenerationRequest, prompt_ids: list[int]) -> _Row:
         adapter = request.adapter or self.default_adapter
@@ -224,6 +257,11 @@ class InferenceEngine:
                 if piece:
                     on_token(row.index, piece)
             return True
+        self._finish(row, reason, on_token, finished)
+        return False
+
+    def _finish(self, row: _Row, reason: str, on_token: OnToken | None, finished: Callable[[int, GenerationResult], None]) -> None:
+        """Report ``row``'s result (and stream what was held back)."""
         text = row.text.finish()
         if on_token:
             piece = row.text.new_text(final=True)
@@ -233,7 +271,6 @@ class InferenceEngine:
             text=text, finish_reason=reason, prompt_tokens=len(row.prompt_ids), completion_tokens=row.generated,
             token_ids=list(row.text.ids), adapter=None if row.adapter == BASE_ADAPTER else row.adapter,
         ))
-        return False
 
     @contextlib.contextmanager
     def _adapters_for(self, rows: list[_Row]) -> Iterator[Callable[[list[_Row]], dict[str, Any]]]:
