@@ -141,7 +141,8 @@ def with_absolute_paths(config: FineTuningConfig) -> FineTuningConfig:
 
 
 def default_run_dir(config: FineTuningConfig) -> Path:
-    name = config.name or f"{Path(config.model).name.lower()}-{get_method(config.method).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # --adapter-name: runs on one base kept side by side as runs/<adapter name>/
+    name = config.name or config.adapter_name or f"{Path(config.model).name.lower()}-{get_method(config.method).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path("runs") / name
 
 

@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     from tuneforge.cli.serve_command import add_serve_command
     add_serve_command(commands)
+    from tuneforge.cli.adapters_commands import add_adapters_commands
+    add_adapters_commands(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",
