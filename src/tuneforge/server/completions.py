@@ -122,6 +122,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     server = request.app.state.tuneforge
     host, adapter = server.host_for(body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens or server.settings.default_max_tokens
+    max_tokens = min(max_tokens, server.settings.max_tokens_limit)
     requests = _requests(body, [{"messages": _messages(body)}], max_tokens)
     submission = Submission(requests, adapter, loop=_loop(), stream=bool(body.stream))
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
@@ -166,7 +167,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     host, adapter = server.host_for(body.model)
     prompts = _completion_prompts(body.prompt)
     n = body.n or 1
-    requests = _requests(body, prompts, body.max_tokens or 16)  # 16: OpenAI's default for completions
+    max_tokens = min(body.max_tokens or 16, server.settings.max_tokens_limit)  # 16: OpenAI's default for completions
+    requests = _requests(body, prompts, max_tokens)
     submission = Submission(requests, adapter, loop=_loop(), stream=bool(body.stream))
     ident, created = "cmpl-" + secrets.token_hex(12), int(time.time())
     if body.stream:

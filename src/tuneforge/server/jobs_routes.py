@@ -20,7 +20,6 @@ from tuneforge.server.wire import wire
 
 router = APIRouter()
 Cursor = Query(default=None, max_length=128)
-UPLOAD_PURPOSE = "fine-tune"
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000  # OpenAI's limits on expires_after[seconds]
 
 
@@ -31,9 +30,8 @@ def _manager(request: Request) -> Any:
 # ----- files -------------------------------------------------------------------------------------
 
 @router.post("/files")
-def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(..., max_length=64)) -> dict[str, Any]:
-    if purpose != UPLOAD_PURPOSE:
-        raise APIError(400, f"purpose must be '{UPLOAD_PURPOSE}' on this server (got {purpose[:64]!r})", param="purpose")
+def create_file(request: Request, file: UploadFile = File(...), purpose: Literal["fine-tune"] = Form(...)) -> dict[str, Any]:
+    """Upload a training file (``purpose=fine-tune``, the only purpose served); the data doctor checks it at once."""
     expires = _expiry(request)
     stored = _manager(request).upload_file(file.file, file.filename or "upload", purpose, expires)
     return wire(stored)

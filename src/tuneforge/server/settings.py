@@ -37,7 +37,8 @@ class ServerSettings:
     ``models`` are the base models served (names, directories or .gguf files, as ``--model``
     takes them); the first is the default for fine-tuning jobs. ``batch_window_ms`` is how long the
     request queue waits for more requests before running a batch; ``max_batch`` caps a batch;
-    ``max_loaded_adapters`` is the LRU size of adapters kept on the base model.
+    ``max_loaded_adapters`` is the LRU size of adapters kept on the base model;
+    ``max_tokens_limit`` caps every answer (the context window caps it too).
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +54,7 @@ class ServerSettings:
     max_batch: int = 16
     max_loaded_adapters: int = 8
     default_max_tokens: int = 256
+    max_tokens_limit: int = 4096  # the most tokens one answer may have, whatever a request asks
     device: str | None = None
 
     @property
