@@ -6,7 +6,6 @@ thread (each job still trains in its own process, as the worker does it), and st
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from tuneforge.server.settings import ServerSettings
@@ -20,27 +19,15 @@ def open_manager(settings: ServerSettings) -> Any:
                              max_upload_bytes=settings.max_upload_bytes)
 
 
-class BackgroundWorker:
-    """A jobs ``Worker`` running in a daemon thread until ``stop()``."""
-
-    def __init__(self, worker: Any) -> None:
-        self.worker = worker
-        self.thread = threading.Thread(target=worker.run, name="tuneforge-worker", daemon=True)
-
-    def start(self) -> BackgroundWorker:
-        self.thread.start()
-        return self
-
-    def stop(self, timeout: float = 60) -> None:
-        self.worker.stop()
-        self.thread.join(timeout=timeout)
-
-
-def start_worker(manager: Any, settings: ServerSettings) -> BackgroundWorker:
+def start_worker(manager: Any, settings: ServerSettings) -> Any:
+    """A ``Worker`` over ``manager`` running in its own thread (``Worker.start``)."""
     from tuneforge.jobs import Worker
 
-    return BackgroundWorker(Worker(manager)).start()
+    worker = Worker(manager)
+    worker.start()
+    return worker
 
 
-def stop_worker(worker: BackgroundWorker) -> None:
-    worker.stop()
+def stop_worker(worker: Any) -> None:
+    """Stop the worker gracefully: its job processes save a checkpoint and are queued again for the next start."""
+    worker.stop(wait=True)
