@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     from tuneforge.cli.adapters_commands import add_adapters_commands
     add_adapters_commands(commands)
+    from tuneforge.cli.export_command import add_export_command
+    add_export_command(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",

@@ -1,10 +1,13 @@
 """Exporters: turn a finished run into something another tool runs (merged weights, GGUF, ONNX, ...).
 
 An exporter is an object with the ``Exporter`` shape registered in ``core.registries.EXPORTERS``
-(or named as a ``module:attribute`` plug-in). None is built in yet; each one is one file in this
-package plus ``EXPORTERS.register(name, exporter)`` (see docs/SEAMS.md). ``export`` does the
-conversion; ``check`` proves the result answers like the run it came from (parity on a few prompts),
-so a broken export never goes unnoticed.
+(or named as a ``module:attribute`` plug-in). Each one is one file in this package plus
+``EXPORTERS.register(name, exporter)`` (see docs/SEAMS.md): ``merged`` (HF safetensors), ``gguf``,
+``gguf-lora`` and ``ollama`` (llama.cpp's own converter and quantizer) and ``onnx``. ``export`` does
+the conversion; ``check`` proves the result answers like the run it came from (``export.parity``), so
+a broken export never goes unnoticed. ``export_model`` (``export.api``) is the one entry point: it
+checks the input, exports into a staging directory, runs the check, writes ``export_manifest.json``
+and only then publishes the directory.
 """
 
 from __future__ import annotations
@@ -13,7 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.registries import EXPORTERS
+
+
+class ExportError(TuneforgeError):
+    """An export cannot be made: a run without weights or unfinished, an unsupported architecture,
+    an unknown quantization, a missing optional extra. The message says what to install or choose."""
+
+
+class ParityError(ExportError):
+    """The export answers differently from the trained model (under the agreement threshold)."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -71,4 +88,12 @@ def get_exporter(name: str) -> Exporter:
     return EXPORTERS.get(name)
 
 
-__all__ = ["EXPORTERS", "ExportCheck", "ExportResult", "Exporter", "get_exporter"]
+# The built-in exporters register themselves (imported last: they use the names above).
+from tuneforge.export import merged as _merged  # noqa: E402,F401
+from tuneforge.export import gguf as _gguf  # noqa: E402,F401
+from tuneforge.export import ollama as _ollama  # noqa: E402,F401
+from tuneforge.export import onnx as _onnx  # noqa: E402,F401
+from tuneforge.export.api import export_model  # noqa: E402
+
+__all__ = ["EXPORTERS", "ExportCheck", "ExportError", "ExportResult", "Exporter", "ParityError", "export_model",
+           "get_exporter"]
