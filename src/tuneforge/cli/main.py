@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_adapters_commands(commands)
     from tuneforge.cli.export_command import add_export_command
     add_export_command(commands)
+    from tuneforge.cli.jobs_commands import add_jobs_commands
+    add_jobs_commands(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",

@@ -161,13 +161,11 @@ class Worker:
 
     # --- internals -----------------------------------------------------------------------------
     def _spawn(self, job_id: str) -> None:
-        import tuneforge
-
         logs = self.manager.home / "logs" / "jobs"
         logs.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env[DATABASE_ENV] = self.manager.database_url
-        package_root = str(Path(tuneforge.__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding tuneforge/: the child imports this copy
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         command = [self.python, "-m", "tuneforge.jobs.run_job", job_id, "--worker-id", self.id,
                    "--home", str(self.manager.home)]
