@@ -226,6 +226,12 @@ class FineTuningConfig(BaseModel):
     )
     evaluate_base: bool = Field(True, description="also evaluate the untuned base model for comparison")
     max_eval_examples: int | None = Field(None, ge=1)
+    baselines: bool = Field(True, description="also score prompting baselines on the test split (the base model with "
+                            "baseline_shots training examples in the prompt: seeded few-shot and retrieval few-shot) "
+                            "and say whether fine-tuning beat them")
+    baseline_shots: int = Field(5, ge=1, le=64, description="training examples shown in a baseline's prompt")
+    baseline_retriever: Literal["bm25"] = Field("bm25", description="how retrieval few-shot finds the training "
+                                                "examples most like each test input")
     max_new_tokens: int = Field(64, ge=1, le=4096)
     cost_per_hour: float = Field(0.0, ge=0.0, description="price of this machine per hour, for the cost figure")
 

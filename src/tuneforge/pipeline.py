@@ -3,7 +3,7 @@
 The order of stages and the contents of the run directory live here and nowhere else:
 
     runs/<name>/config.yaml, events.jsonl, data/, checkpoints/, adapter/ | model/, results.json, predictions.jsonl,
-                base_predictions.jsonl, report.html, error.log (after an unexpected error)
+                base_predictions.jsonl, baseline_predictions.jsonl, report.html, error.log (after an unexpected error)
 
 A run directory is self-sufficient: config.yaml holds absolute paths, and data/ the prepared splits
 the run trains on (with their SHA-256), so ``resume`` needs nothing else and works from any
@@ -54,9 +54,11 @@ logger = logging.getLogger(__name__)
 
 RUN_DATA = "data"  # RUN_DIR/data/: the prepared splits the run trains on (data/snapshot.py)
 BASE_PREDICTIONS = "base_predictions.jsonl"  # the base model's answers, so a resumed run need not evaluate it again
+BASELINE_PREDICTIONS = "baseline_predictions.jsonl"  # the prompting baselines' answers (evaluate/baselines.py)
 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
+                     "baselines", "baseline_shots", "baseline_retriever",
                      "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
 
 
@@ -73,6 +75,8 @@ class TrainingResult:
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Baseline.to_dict() (evaluate/baselines.py)
+    verdict: dict[str, Any] | None = None  # was fine-tuning worth it: evaluate.baselines.verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +92,8 @@ class TrainingResult:
                 "base": self.base.resources if self.base else None,
                 "tuned": self.tuned.resources if self.tuned else None,
             },
+            "baselines": self.baselines,
+            "verdict": self.verdict,
             "error": self.error,
             "run_dir": str(self.run_dir),
         }
@@ -376,6 +382,9 @@ class FineTuningPipeline:
                 _write_jsonl(run_dir / BASE_PREDICTIONS, result.base.predictions)
                 notify("eval.finished", model="base", performance=result.base.performance, resources=result.base.resources,
                        task=result.base.task, key=key, predictions=len(result.base.predictions))
+        if config.baselines and test:
+            # Before training: the base model exists as itself only now (full fine-tuning changes it in place).
+            result.baselines = self._baselines(model, tokenizer, data, test, evaluation_args, run_dir, notify)
 
         torch.manual_seed(config.seed)
         model = make_trainable(method, model, config)
@@ -407,6 +416,39 @@ class FineTuningPipeline:
                                           on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "tuned", "done": n}))
             notify("eval.finished", model="tuned", performance=result.tuned.performance, resources=result.tuned.resources)
             _write_predictions(run_dir, result.base, result.tuned)
+            if result.baselines:
+                from tuneforge.evaluate.baselines import candidates_of, verdict
+
+                result.verdict = verdict({"performance": result.tuned.performance, "resources": result.tuned.resources},
+                                         candidates_of(result.base, result.baselines))
+                if result.verdict:
+                    notify("eval.verdict", **result.verdict)
+
+    def _baselines(self, model: Any, tokenizer: Any, data: TrainingData, test: list[Any], evaluation_args: dict[str, Any],
+                   run_dir: Path, notify: Callable[..., dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The prompting baselines (evaluate/baselines.py) of the base model on ``test``, shots from the train split only.
+
+        A resumed run reuses the first attempt's (events.jsonl ``baselines.finished`` with the same key).
+        """
+        from tuneforge.evaluate.baselines import evaluate_baselines
+
+        config = self.config
+        key = _evaluation_key(config.model, test, {**evaluation_args, "shots": config.baseline_shots, "seed": config.seed,
+                                                   "retriever": config.baseline_retriever,
+                                                   "train": [example.to_dict() for example in data.examples]})
+        recorded = [e for e in self._prior_events if e.get("type") == "baselines.finished" and e.get("key") == key]
+        if recorded and isinstance(recorded[-1].get("baselines"), dict):
+            return recorded[-1]["baselines"]
+        notify("baselines.started", examples=len(test), shots=config.baseline_shots, retriever=config.baseline_retriever)
+        found = evaluate_baselines(model, tokenizer, data.examples, test, shots=config.baseline_shots,
+                                   retriever=config.baseline_retriever, seed=config.seed,
+                                   on_progress=lambda name, n: self.on_event({"type": "eval.progress", "model": name, "done": n}),
+                                   **evaluation_args)
+        baselines = {name: baseline.to_dict() for name, baseline in found.items()}
+        _write_jsonl(run_dir / BASELINE_PREDICTIONS, [{"baseline": name, **row} for name, baseline in found.items()
+                                                       for row in baseline.evaluation.predictions])
+        notify("baselines.finished", key=key, baselines=baselines)
+        return baselines
 
 
 def _estimate_message(estimate: dict[str, Any], config: FineTuningConfig) -> str:

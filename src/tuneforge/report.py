@@ -182,6 +182,30 @@ def _comparison_table(results: dict[str, Any]) -> str:
     return "".join(rows) + "</table>"
 
 
+def _baselines_section(results: dict[str, Any]) -> str:
+    """Was fine-tuning worth it: base, the prompting baselines and tuned side by side, with the verdict."""
+    baselines = results.get("baselines") or {}
+    if not baselines:
+        return ""
+    columns = [("base", "base zero-shot", results.get("base"), (results.get("evaluation") or {}).get("base"))]
+    columns += [(name, b.get("label", name), b.get("performance"), b.get("resources")) for name, b in baselines.items()]
+    columns.append(("tuned", "tuned", results.get("tuned"), (results.get("evaluation") or {}).get("tuned")))
+    columns = [c for c in columns if c[2]]
+    metrics = sorted({m for c in columns for m in c[2]}, key=lambda m: (m not in ("accuracy", "f1_score"), m))
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _, _ in columns)
+    rows = [f"<table><tr><th>metric</th>{head}</tr>"]
+    for metric in metrics:
+        rows.append(f"<tr><td>{html.escape(metric)}</td>" + "".join(f"<td>{_fmt(c[2].get(metric))}</td>" for c in columns) + "</tr>")
+    for key, label in (("prompt_tokens_per_request", "prompt tokens / request"), ("seconds_per_request", "seconds / request")):
+        rows.append(f"<tr><td class='muted'>{label}</td>" + "".join(f"<td>{_fmt((c[3] or {}).get(key))}</td>" for c in columns) + "</tr>")
+    verdict = results.get("verdict")
+    shots = next(iter(baselines.values())).get("shots")
+    text = (f"<p class='{'better' if verdict.get('worth_it') else 'worse'}'>{html.escape(verdict['message'])}</p>" if verdict else "")
+    return (f"<h2>Was fine-tuning worth it?</h2>{text}<p class='muted'>The base model prompted with {shots} training examples: "
+            "drawn once with the run's seed (few-shot), or the most similar to each test input by BM25 (retrieval few-shot); "
+            "shots never come from the test split.</p>" + "".join(rows) + "</table>")
+
+
 def _markers(events: Sequence[dict[str, Any]]) -> list[Marker]:
     """Issues, resumes, rollbacks and early stops as (step, colour, tooltip) for the charts' step axis."""
     markers: list[Marker] = []
@@ -286,6 +310,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <p>status: <b class="status-{html.escape(str(results.get('status')))}">{html.escape(str(results.get('status')))}</b>{' — ' + html.escape(str(results['error'])) if results.get('error') else ''}</p>
 <div class="cards">{card_html}</div>
 <h2>Base vs tuned on the held-out test split</h2>{_comparison_table(results)}
+{_baselines_section(results)}
 <h2>Training curves</h2>
 <p class="muted">Dashed lines mark detected issues (red error, amber warning, blue info), resumes (teal), rollbacks (violet) and stops (grey); hover them for details.</p>
 <div class="charts">{''.join(charts) or '<p class="muted">No training steps recorded.</p>'}</div>

@@ -85,6 +85,17 @@ class TrainingProgress:
             self._say(f"[yellow]{event['truncated_examples']} example(s) longer than max_length={event['max_length']} were truncated[/yellow]")
         elif kind == "eval.started":
             self._task(f"eval-{event['model']}", f"evaluating {event['model']}", event["examples"])
+        elif kind == "baselines.started":
+            for name in ("few_shot", "retrieval_few_shot"):
+                self._task(f"eval-{name}", f"evaluating {name.replace('_', ' ')} ({event['shots']} shots)", event["examples"])
+        elif kind == "baselines.finished":
+            for name, baseline in (event.get("baselines") or {}).items():
+                perf = baseline.get("performance") or {}
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in perf.items() if k in ("accuracy", "f1_score", "bleu"))
+                tokens = (baseline.get("resources") or {}).get("prompt_tokens_per_request")
+                self._say(f"{baseline.get('label', name)} baseline: {shown}" + (f", {tokens:.0f} prompt tokens/request" if tokens else ""))
+        elif kind == "eval.verdict":
+            self._say(f"[{'green' if event.get('worth_it') else 'yellow'}]verdict: {event.get('message')}[/]")
         elif kind == "eval.progress":
             self.progress.advance(self._task(f"eval-{event['model']}", f"evaluating {event['model']}", 1), event["done"])
         elif kind == "eval.finished":
@@ -172,26 +183,41 @@ def _fmt(value: Any) -> str:
 
 
 def results(result: dict[str, Any]) -> None:
-    """The base-vs-tuned table and the training figures of a finished run."""
+    """The base-vs-baselines-vs-tuned table, the verdict and the training figures of a finished run."""
     from tuneforge.evaluate.compare import compare_models
 
     base, tuned = result.get("base"), result.get("tuned")
-    scores = {name: values for name, values in (("base", base), ("tuned", tuned)) if values}
+    baselines = result.get("baselines") or {}
+    resources_of = dict((result.get("evaluation") or {}))
+    scores = {name: values for name, values in (("base", base),) if values}
+    labels = {"base": "base", "tuned": "tuned"}
+    for name, baseline in baselines.items():
+        scores[name], labels[name] = baseline.get("performance") or {}, baseline.get("label", name)
+        resources_of[name] = baseline.get("resources")
+    if tuned:
+        scores["tuned"] = tuned
     if scores:
-        table = Table(title=f"base vs tuned on the held-out test split ({result.get('task')})")
+        table = Table(title=f"base vs prompting baselines vs tuned on the held-out test split ({result.get('task')})")
         table.add_column("metric")
         for name in scores:
-            table.add_column(name, justify="right")
-        if len(scores) == 2:
-            table.add_column("change", justify="right")
+            table.add_column(labels[name], justify="right")
+        change = base is not None and tuned is not None
+        if change:
+            table.add_column("tuned − base", justify="right")
         for row in compare_models(scores):
             cells = [row["metric"]] + [_fmt(row.get(name)) for name in scores]
-            if len(scores) == 2 and row.get("base") is not None and row.get("tuned") is not None:
-                cells.append(f"{row['tuned'] - row['base']:+.4f}")
-            elif len(scores) == 2:
-                cells.append("")
+            if change:
+                cells.append(f"{row['tuned'] - row['base']:+.4f}" if row.get("base") is not None and row.get("tuned") is not None else "")
             table.add_row(*cells)
+        for key, label in (("prompt_tokens_per_request", "prompt tokens / request"), ("seconds_per_request", "seconds / request")):
+            values = [(resources_of.get(name) or {}).get(key) for name in scores]
+            if any(value is not None for value in values):
+                table.add_row(f"[dim]{label}[/dim]", *[_fmt(value) for value in values], *([""] if change else []))
         out.print(table)
+    verdict = result.get("verdict")
+    if verdict:
+        colour = "green" if verdict.get("worth_it") else "yellow"
+        out.print(f"[{colour}]verdict: {verdict['message']}[/{colour}]", soft_wrap=True)
     train = result.get("train") or {}
     resources = Table(title="training")
     resources.add_column("figure")

@@ -59,17 +59,21 @@ def evaluate_model(
     ``resources``: ``eval_seconds``, ``examples``, ``peak_memory_mb`` (the peak during this
     evaluation, not the process's lifetime peak; GPU memory on a GPU) and the seed vocabulary's
     ``training_time`` (seconds of training behind the model, as given), ``memory_usage`` (the same
-    peak, MB) and ``compute_cost`` (training plus evaluation hours × ``cost_per_hour``).
+    peak, MB) and ``compute_cost`` (training plus evaluation hours × ``cost_per_hour``). When answers
+    were generated: ``prompt_tokens_per_request`` (mean tokens of a rendered prompt: what each request
+    costs in input) and ``seconds_per_request`` (generation wall time / requests, batched as evaluation
+    batches them; the loss pass not included), so prompting baselines and the tuned model compare.
     """
     started = time.perf_counter()
     with PeakMemory(_device_of(model)) as memory:
-        performance, task, predictions = _score(model, tokenizer, examples, max_length, batch_size, max_new_tokens,
-                                                metrics, on_progress, labels)
+        performance, task, predictions, requests = _score(model, tokenizer, examples, max_length, batch_size, max_new_tokens,
+                                                          metrics, on_progress, labels)
     seconds = time.perf_counter() - started
     resources = {
         "eval_seconds": round(seconds, 3), "peak_memory_mb": memory.peak_mb, "examples": len(examples),
         "training_time": round(training_time, 3), "memory_usage": memory.peak_mb,
         "compute_cost": round((training_time + seconds) / 3600 * cost_per_hour, 6),
+        **requests,
     }
     return ModelEvaluation(performance=performance, resources=resources, task=task, predictions=predictions)
 
@@ -83,7 +87,7 @@ def _device_of(model: Any) -> Any:
 
 def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_length: int, batch_size: int,
            max_new_tokens: int, metrics: Sequence[str], on_progress: Callable[[int], None] | None,
-           labels: Sequence[str] | None) -> tuple[dict[str, float], str, list[dict[str, Any]]]:
+           labels: Sequence[str] | None) -> tuple[dict[str, float], str, list[dict[str, Any]], dict[str, float]]:
     specs = metric_specs(metrics)
     performance: dict[str, float] = {}
     likelihood = [spec for spec in specs if spec.source == LIKELIHOOD]
@@ -98,6 +102,7 @@ def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_
     chat = [example for example in examples if not example.is_text]
     task = "language_modeling"
     predictions: list[dict[str, Any]] = []
+    requests: dict[str, float] = {}
     scored = [spec for spec in specs if spec.source == ANSWERS]
     if chat and scored:
         references = [example.output for example in chat]
@@ -108,7 +113,12 @@ def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_
             longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ref in known)
             budget = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
         prompts = [render_prompt(tokenizer, example) for example in chat]
+        generation_started = time.perf_counter()
         answers = generate_answers(model, tokenizer, prompts, budget, batch_size=max(batch_size, EVAL_BATCH_SIZE), on_batch=on_progress)
+        generation_seconds = time.perf_counter() - generation_started
+        prompt_tokens = [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
+        requests = {"prompt_tokens_per_request": round(sum(prompt_tokens) / len(prompts), 2),
+                    "seconds_per_request": round(generation_seconds / len(prompts), 5)}
         # Strict exact match is always reported beside whatever was asked for.
         for spec in metric_specs([*(spec.name for spec in scored), "exact_match"]):
             if task in spec.tasks:
@@ -117,4 +127,4 @@ def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_
             {"source": ex.source, "input": ex.input, "reference": ref, "prediction": ans}
             for ex, ref, ans in zip(chat, references, answers)
         ]
-    return performance, task, predictions
+    return performance, task, predictions, requests
