@@ -14,6 +14,8 @@ Where the top-level modules sit, decided by what they import and who needs them:
 - ``runs`` (find and load a finished run directory) imports config, model and monitor: layer 3, beside
   the train/inference/evaluate packages that produce and use trained models; the pipeline and the
   faces use it.
+- ``adapter_sets`` (list the adapters trained so far, merge some) imports core, data, model and
+  evaluate: layer 3 too; the CLI uses it.
 - ``samples`` (bundled sample data and the demo config) imports config: layer 2, beside data.
 - ``pipeline`` is a layer of its own: it composes every layer below into a run.
 - the package itself (``tuneforge/__init__.py``, the lazy public API) is the top: it names things in
@@ -31,7 +33,8 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("data+model", "reading, checking and tokenizing data; loading and wrapping models (methods, losses, kernels)",
      ("tuneforge.data", "tuneforge.model", "tuneforge.samples")),
     ("train+inference+evaluate+export", "what is done with a model and data: train, generate, score, export, load a run",
-     ("tuneforge.train", "tuneforge.inference", "tuneforge.evaluate", "tuneforge.export", "tuneforge.runs")),
+     ("tuneforge.train", "tuneforge.inference", "tuneforge.evaluate", "tuneforge.export", "tuneforge.runs",
+      "tuneforge.adapter_sets")),
     ("pipeline", "one fine-tuning run end to end, composed of the layers below",
      ("tuneforge.pipeline",)),
     ("jobs+search", "many runs: a job runner, hyper-parameter search",
