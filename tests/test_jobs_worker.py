@@ -211,3 +211,29 @@ def test_sigkill_of_the_job_process_resumes_to_the_uninterrupted_adapter(manager
     assert expected.keys() == got.keys()
     for name in expected:
         assert (expected[name] == got[name]).all(), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TUNEFORGE_TEST_POSTGRES_URL"),
+                    reason="TUNEFORGE_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server and sets it)")
+def test_a_job_runs_through_postgresql(tmp_path, training_file, tiny_model_dir):
+    """The whole path on PostgreSQL: the worker claims, the job process records events and the outcome there."""
+    from tuneforge.jobs import FineTuningManager, Worker
+    from tuneforge.jobs.store import make_engine, metadata
+
+    url = os.environ["TUNEFORGE_TEST_POSTGRES_URL"]
+    engine = make_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    manager = FineTuningManager(database_url=url, home=tmp_path / "pg-home")
+    try:
+        uploaded = manager.upload_file(_jsonl(make_rows(20)), "colors.jsonl")
+        job = manager.create_job(uploaded.id, model=str(tiny_model_dir), hyperparameters={"n_epochs": 2, "batch_size": 4},
+                                 extra=QUICK)
+        Worker(manager, poll_seconds=0.1).run(until=lambda w: manager.get_job(job.id).status.is_terminal and not w.busy,
+                                              max_seconds=180)
+        done = manager.get_job(job.id)
+        assert done.status == "succeeded" and done.fine_tuned_model, done.error
+        assert any(e["type"] == "metrics" for e in manager.list_events(job.id, limit=100).data)
+    finally:
+        manager.store.dispose()
