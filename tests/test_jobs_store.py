@@ -83,6 +83,16 @@ def test_a_bad_line_is_a_finding_with_its_line_and_job_creation_is_refused(manag
     assert manager.list_jobs().data == []
 
 
+def test_too_few_training_examples_are_refused_before_queueing(manager):
+    from tuneforge.jobs import InvalidRequest
+
+    small = manager.upload_file(_jsonl(make_rows(4)), "small.jsonl")
+    assert small.status == "processed"  # fine as a validation file
+    with pytest.raises(InvalidRequest) as caught:
+        manager.create_job(small.id)
+    assert caught.value.param == "training_file" and "at least 10" in str(caught.value)
+
+
 def test_upload_size_limit(manager):
     from tuneforge.jobs import PayloadTooLarge
 

@@ -409,6 +409,13 @@ class FineTuningManager:
                                  f"it again:\n{listed}{more}", param=param, code=f"invalid_{param}")
         if not stored.path.is_file():
             raise InvalidRequest(f"{param}: the content of {file_id} is gone", param=param)
+        examples = (stored.summary or {}).get("examples")
+        from tuneforge.data.doctor.options import ValidationOptions
+
+        least = ValidationOptions().min_examples if param == "training_file" else 1  # what training requires
+        if isinstance(examples, int) and examples < least:
+            raise InvalidRequest(f"{param}: {file_id} ({stored.filename}) has {examples} example(s), but must have at "
+                                 f"least {least} examples", param=param, code=f"invalid_{param}")
         return stored
 
     def _check_model(self, model: str) -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from tuneforge.core.paths import tuneforge_home
 from tuneforge.core.status import RunStatus
