@@ -3,7 +3,9 @@
 On the tiny model, through ``FineTuningPipeline``: train 3 steps with a finite loss; only the
 parameters the method declares trainable change (every other one stays bit-identical); the saved
 output reloads through the run loader (``load_trained``) with the same logits; and a run stopped
-after step 1 and resumed ends with exactly the weights of the uninterrupted run.
+after step 1 and resumed ends with exactly the weights of the uninterrupted run. Directly on the
+model: the loss falls when one batch is trained on repeatedly (at the method's default rate, through
+its objective path), and evaluation (``evaluate_model``: answer loss and generation) runs.
 
 ``QueryOnlyLora`` below is a method defined in a test module and used as
 ``method: test_method_contract:QueryOnlyLora``: one class, no edit anywhere else, proving that a
@@ -191,3 +193,46 @@ def test_builtin_method_specs():
     assert (lora.default_learning_rate, full.default_learning_rate) == (1e-3, 5e-5)
     assert lora.base_dtype("bf16") == torch.bfloat16 and full.base_dtype("bf16") == torch.float32
     assert lora.base_dtype("fp32") == torch.float32
+
+
+def _fresh(name: str, model_dir: Path) -> tuple[TrainingMethod, Any, Any]:
+    method = get_method(name)
+    if method.quantization == "bnb-4bit":
+        pytest.importorskip("bitsandbytes", reason="qlora needs the qlora extra (bitsandbytes)")
+    config = make_config({"method": name, "precision": "fp32"})
+    torch.manual_seed(0)
+    return method, make_trainable(method, method.load_base(model_dir, "cpu", config, "fp32"), config), config
+
+
+@pytest.mark.parametrize("name", [*METHODS.names(), PLUGIN])
+def test_loss_falls_on_a_repeated_batch(name, tiny_model_dir, tiny_tokenizer):
+    from tuneforge.model.loss import label_loss_sums
+
+    method, model, config = _fresh(name, tiny_model_dir)
+    batch = dict(tiny_tokenizer(["what color is the sky? blue", "name the color of a leaf: green"], return_tensors="pt", padding=True))
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.resolved_learning_rate)
+    losses = []
+    for _ in range(6):
+        sums = label_loss_sums(model, batch, method.forward_through_wrapper)
+        loss = sums.loss_sum / sums.tokens
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0] and losses[-1] < min(losses[:3]), f"{name}: {losses}"
+
+
+@pytest.mark.parametrize("name", [*METHODS.names(), PLUGIN])
+def test_evaluation_runs(name, tiny_model_dir, tiny_tokenizer):
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.evaluate.run import evaluate_model
+
+    _, model, _ = _fresh(name, tiny_model_dir)
+    model.eval()
+    examples = [TrainingExample(input="color of sky?", output="blue"), TrainingExample(input="color of leaf?", output="green")]
+    evaluation = evaluate_model(model, tiny_tokenizer, examples, max_length=32, batch_size=2, max_new_tokens=3,
+                                metrics=("accuracy", "loss"))
+    assert math.isfinite(evaluation.performance["loss"]) and evaluation.performance["loss"] > 0
+    assert len(evaluation.predictions) == 2 and "accuracy" in evaluation.performance

@@ -138,6 +138,22 @@ def test_qlora_stores_the_base_in_4_bits(tiny_model_dir, tiny_model):
     assert close > 0.9
 
 
+@pytest.mark.skipif(not _has_bnb(), reason="qlora needs bitsandbytes (the qlora extra)")
+def test_qlora_just_in_time_dequantization_equals_bitsandbytes(tiny_model_dir, tiny_tokenizer):
+    import bitsandbytes as bnb
+
+    _, model, _ = _trainable("qlora", tiny_model_dir, lora_r=4)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(hasattr(m, "_bnb_forward") for m in layers)
+    x = torch.randn(3, 5, layers[0].in_features, requires_grad=True)
+    ours = layers[0](x)
+    theirs = layers[0]._bnb_forward(x)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), x)
+    (grad_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(grad_ours, grad_theirs, rtol=1e-6, atol=1e-6)
+
+
 # ----- dora and the fused LoRA path --------------------------------------------------------------
 
 def test_the_fused_lora_path_steps_aside_for_dora_and_results_equal_peft(tiny_model_dir, tiny_tokenizer):
@@ -187,37 +203,11 @@ def test_bottleneck_adapters_start_as_the_base_and_train_only_themselves(tiny_mo
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ups)
 
 
-# ----- every method: the loss falls on a repeated batch, evaluation runs ---------------------------
+def test_finetune_with_another_methods_option_exits_1_before_any_run_directory(session_dataset, tmp_path, capsys):
+    from tuneforge.cli.main import main
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_loss_falls_on_a_repeated_batch(name, tiny_model_dir, tiny_tokenizer):
-    if name == "qlora" and not _has_bnb():
-        pytest.skip("qlora needs bitsandbytes")
-    method, model, config = _trainable(name, tiny_model_dir)
-    batch = _batch(tiny_tokenizer)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.resolved_learning_rate)
-    losses = []
-    for _ in range(6):
-        sums = label_loss_sums(model, batch, method.forward_through_wrapper)
-        loss = sums.loss_sum / sums.tokens
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < losses[0] and losses[-1] < min(losses[:3]), f"{name}: {losses}"
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_evaluation_runs_on_every_method(name, tiny_model_dir, tiny_tokenizer):
-    if name == "qlora" and not _has_bnb():
-        pytest.skip("qlora needs bitsandbytes")
-    from tuneforge.data.examples import TrainingExample
-    from tuneforge.evaluate.run import evaluate_model
-
-    _, model, _ = _trainable(name, tiny_model_dir)
-    model.eval()
-    examples = [TrainingExample(input="color of sky?", output="blue"), TrainingExample(input="color of leaf?", output="green")]
-    evaluation = evaluate_model(model, tiny_tokenizer, examples, max_length=32, batch_size=2, max_new_tokens=3,
-                                metrics=("accuracy", "loss"))
-    assert evaluation.performance["loss"] > 0 and len(evaluation.predictions) == 2
+    out = tmp_path / "run"
+    code = main(["finetune", "--data", str(session_dataset), "--method", "ia3", "--lora-r", "8", "--output", str(out)])
+    assert code == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert "lora_r (--lora-r) is an option of method" in err and "not of method 'ia3'" in err
