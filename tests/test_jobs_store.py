@@ -242,3 +242,28 @@ def test_models_list_and_resolve(manager, good_file, tiny_model_dir):
     assert caught.value.code == "model_not_found"
     with pytest.raises(InvalidRequest):
         manager.delete_model(str(tiny_model_dir))
+
+
+def test_a_file_a_queued_job_needs_cannot_be_deleted(manager, good_file, tiny_model_dir):
+    from tuneforge.jobs import Conflict
+
+    job = manager.create_job(good_file.id, model=str(tiny_model_dir))
+    with pytest.raises(Conflict) as caught:
+        manager.delete_file(good_file.id)
+    assert job.id in str(caught.value)
+    manager.cancel(job.id)
+    assert manager.delete_file(good_file.id)["deleted"] is True
+
+
+def test_the_worker_claims_no_more_than_its_concurrency(manager, good_file, tiny_model_dir):
+    from tuneforge.jobs import Worker
+
+    made = [manager.create_job(good_file.id, model=str(tiny_model_dir)).id for _ in range(3)]
+    worker = Worker(manager, concurrency=2)
+    started: list[str] = []
+    worker._spawn = lambda job_id: (started.append(job_id), worker.children.__setitem__(job_id, object()))
+    worker.claim()
+    worker.claim()
+    assert started == made[:2]  # FIFO, and the third waits for a free slot
+    assert manager.get_job(made[2]).status == "queued"
+    worker.children.clear()

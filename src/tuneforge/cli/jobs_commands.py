@@ -128,8 +128,9 @@ def _file_id(manager: Any, value: str | None, what: str) -> str | None:
     if value is None or is_valid(value, FILE_PREFIX):
         return value
     path = Path(value)
-    if not path.is_file():
-        raise DatasetError(f"{what}: {path} is not a file (give a .jsonl file or an uploaded file-... id)")
+    if not path.is_file() or path.suffix.lower() != ".jsonl":
+        raise DatasetError(f"{what}: {path} is not a .jsonl file; jobs train on JSONL files (or an uploaded file-... id). "
+                           "Convert other data with: tuneforge prepare FILE --out DIR")
     with open(path, "rb") as handle:
         stored = manager.upload_file(handle, path.name)
     return stored.id

@@ -112,6 +112,15 @@ class FineTuningManager:
         return self.files.content(file_id)
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete an uploaded file; ``Conflict`` while a job that has not started training yet still needs it."""
+        self.files.get(file_id)
+        waiting = [job["id"] for job in self.store.list_jobs()
+                   if file_id in (job["training_file"], job["validation_file"])
+                   and job["status"] in (S.VALIDATING_FILES, S.QUEUED, S.RUNNING, S.INTERRUPTED)
+                   and not (Path(job["run_dir"]) / "data" / "manifest.json").is_file()]
+        if waiting:
+            raise Conflict(f"cannot delete {file_id}: job {waiting[0]} has not read it yet; cancel the job first, "
+                           "or wait until it is training", param="file_id")
         return self.files.delete(file_id)
 
     # --- jobs ----------------------------------------------------------------------------------
