@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(commands)
     from tuneforge.cli.jobs_commands import add_jobs_commands
     add_jobs_commands(commands)
+    from tuneforge.cli.compare_command import add_compare_command
+    add_compare_command(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",

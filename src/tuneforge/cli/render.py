@@ -256,3 +256,31 @@ def evaluation(description: str, data: dict[str, Any]) -> None:
     for key, value in data["resources"].items():
         table.add_row(key, _fmt(value))
     out.print(table)
+
+
+def comparison(data: dict[str, Any], paths: dict[str, Any]) -> None:
+    """``tuneforge compare``: every metric of every model, the pairwise tests, regressions, where the files are."""
+    names = [model["name"] for model in data["models"]]
+    table = Table(title=f"{len(names)} models on {data['data']}")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right", overflow="fold")
+    for row in data["table"]:
+        table.add_row(row["metric"], *[("[bold]" if row.get("best") == n else "") + _fmt(row.get(n)) for n in names])
+    out.print(table)
+    if data["pairs"]:
+        pairs = Table(title=f"paired tests on {data['metric']} (McNemar exact; 95 % CI: paired bootstrap)")
+        for column in ("a", "b", "b − a", "only a right", "only b right", "p", "95 % CI of b − a"):
+            pairs.add_column(column, justify="left" if column in ("a", "b") else "right", overflow="fold")
+        for p in data["pairs"]:
+            difference = "" if p["difference"] is None else f"{p['difference']:+.4f}"
+            mark = " *" if p["significant"] else ""
+            pairs.add_row(p["a"], p["b"], difference, str(p["only_a"]), str(p["only_b"]), f"{p['p_value']:.4g}{mark}",
+                          f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]")
+        out.print(pairs)
+        out.print("[dim]* significant at p < 0.05[/dim]")
+    for r in data["regressions"]:
+        out.print(f"[bold red]regression: {r['model']} is worse than {r['baseline']} by {r['worse_by']:.4f} "
+                  f"{r['metric']} ({r['value']:.4f} vs {r['baseline_value']:.4f}; allowed {r['tolerance']})[/bold red]")
+    out.print(f"{data['disagreements']} example(s) where the models disagree; written: {paths['html']}, {paths['examples']}, "
+              f"{paths['json']}", soft_wrap=True)
