@@ -11,7 +11,7 @@ from tuneforge.data.examples import TrainingData, TrainingExample
 from tuneforge.data.tokenize import EncodedExample
 from tuneforge.pipeline import FineTuningPipeline
 
-QUICK = dict(evaluate_base=False, test_split=0.0, validation_split=0.0, saving_strategy="no", evaluation_strategy="no")
+QUICK = dict(estimate_steps=0, evaluate_base=False, test_split=0.0, validation_split=0.0, saving_strategy="no", evaluation_strategy="no")
 
 
 def _item(length: int) -> EncodedExample:
