@@ -31,6 +31,9 @@ def test_every_metric_scores_perfect_best(name):
     if spec.source == LIKELIHOOD:
         perfect = spec.compute({"loss": 0.0, "perplexity": 1.0, "accuracy": 1.0})
         wrong = spec.compute({"loss": 3.0, "perplexity": math.exp(3.0), "accuracy": 0.1})
+    elif spec.sample is not None:  # metrics of answers the shared samples cannot exercise (JSON, numbers)
+        references, right, wrong_answers = (list(part) for part in spec.sample)
+        perfect, wrong = spec.compute(right, references, None), spec.compute(wrong_answers, references, None)
     elif "classification" in spec.tasks:
         perfect = spec.compute(LABEL_REFS, LABEL_REFS, sorted(set(LABEL_REFS)))
         wrong = spec.compute(LABEL_WRONG, LABEL_REFS, sorted(set(LABEL_REFS)))

@@ -44,7 +44,7 @@ ROW_FORMATS: Registry[Any] = Registry(
 
 # Evaluation metrics: scores of generated answers or of the answer-token loss (evaluate/metrics.py).
 METRICS: Registry[Any] = Registry(
-    "evaluation metric", entry_point_group="tuneforge.metrics", builtins=("tuneforge.evaluate.metrics",),
+    "evaluation metric", entry_point_group="tuneforge.metrics", builtins=("tuneforge.evaluate.metrics", "tuneforge.evaluate.answer_checks"),
     hint="or give a plug-in as 'module:attribute' naming a MetricSpec or a function (predictions, references) -> float; "
          "see docs/SEAMS.md",
 )

@@ -100,7 +100,8 @@ class MetricSpec:
     set; "generation": free text). A ``likelihood`` metric's ``compute(scores)`` gets the loss pass's
     ``{"loss", "perplexity", "accuracy"}`` (mean answer-token loss, its exp, next-token accuracy).
     Either returns ``{key: float}``; ``keys`` names them (a metric may write a key unlike its name:
-    ``f1`` writes ``f1_score``) and ``higher_is_better`` orders them in comparisons.
+    ``f1`` writes ``f1_score``) and ``higher_is_better`` orders them in comparisons. ``sample``:
+    (references, right answers, wrong answers) for the contract test when its own samples do not fit.
     """
 
     name: str
@@ -110,6 +111,9 @@ class MetricSpec:
     tasks: tuple[str, ...] = ALL_TASKS
     higher_is_better: bool = True
     description: str = ""
+    # (references, right answers, wrong answers) the metric contract test scores instead of its own label
+    # or free-text samples, for metrics those cannot exercise (JSON, numbers).
+    sample: tuple[Sequence[str], Sequence[str], Sequence[str]] | None = None
 
 
 def _label_scores(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None) -> dict[str, float]:
