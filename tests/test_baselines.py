@@ -118,7 +118,9 @@ def test_a_run_records_baselines_and_the_verdict(train_run, monkeypatch):
     assert saved["evaluation"]["tuned"]["prompt_tokens_per_request"] < saved["baselines"]["few_shot"]["resources"]["prompt_tokens_per_request"]
     rows = [json.loads(line) for line in (result.run_dir / "baseline_predictions.jsonl").read_text().splitlines()]
     assert {row["baseline"] for row in rows} == {"few_shot", "retrieval_few_shot"}
-    assert "Was fine-tuning worth it?" in (result.run_dir / "report.html").read_text()
+    page = (result.run_dir / "report.html").read_text()
+    assert "Was fine-tuning worth it?" in page and "Error analysis" in page and "confusion matrix" in page
+    assert saved["error_analysis"]["confusion"]["labels"] == ["blue", "green", "red"]
 
     from rich.console import Console
 

@@ -54,3 +54,22 @@ def test_evaluate_model_reports_them(tiny_model, tiny_tokenizer):
     evaluation = evaluate_model(tiny_model, tiny_tokenizer, examples, max_new_tokens=3,
                                 metrics=["json_valid", "json_fields", "contains", "numeric"])
     assert {"json_valid", "json_fields", "contains", "numeric", "exact_match"} <= set(evaluation.performance)
+
+
+def test_error_analysis_confusion_and_fixed_broke():
+    from tuneforge.evaluate.error_analysis import error_analysis
+
+    refs = ["red", "red", "blue", "blue", "green"]
+    tuned = [{"input": f"q{i}", "reference": r, "prediction": p} for i, (r, p) in
+             enumerate(zip(refs, ["red", "blue", "blue", "It is blue.", "purple"]))]
+    base = [{"input": f"q{i}", "reference": r, "prediction": p} for i, (r, p) in
+            enumerate(zip(refs, ["red", "red", "green", "x", "green"]))]
+    found = error_analysis(tuned, base, "classification", ["blue", "green", "red"])
+    confusion = found["confusion"]
+    assert confusion["columns"] == ["blue", "green", "red", "(other)"]
+    assert confusion["matrix"] == [[2, 0, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0]]  # rows: blue, green, red
+    assert confusion["per_label"]["blue"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert found["wrong_count"] == 2 and [row["input"] for row in found["wrong"]] == ["q1", "q4"]
+    assert [row["input"] for row in found["fixed"]] == ["q2", "q3"] and [row["input"] for row in found["broke"]] == ["q1", "q4"]
+    assert found["broke"][0] == {"input": "q1", "reference": "red", "tuned": "blue", "base": "red"}
+    assert "confusion" not in error_analysis(tuned, None, "generation") and "fixed" not in error_analysis(tuned, None, "generation")

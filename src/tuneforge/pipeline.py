@@ -77,6 +77,7 @@ class TrainingResult:
     error: str | None = None
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Baseline.to_dict() (evaluate/baselines.py)
     verdict: dict[str, Any] | None = None  # was fine-tuning worth it: evaluate.baselines.verdict
+    error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class TrainingResult:
             },
             "baselines": self.baselines,
             "verdict": self.verdict,
+            "error_analysis": self.error_analysis,
             "error": self.error,
             "run_dir": str(self.run_dir),
         }
@@ -416,6 +418,11 @@ class FineTuningPipeline:
                                           on_progress=lambda n: self.on_event({"type": "eval.progress", "model": "tuned", "done": n}))
             notify("eval.finished", model="tuned", performance=result.tuned.performance, resources=result.tuned.resources)
             _write_predictions(run_dir, result.base, result.tuned)
+            if result.tuned.predictions:
+                from tuneforge.evaluate.error_analysis import error_analysis
+
+                result.error_analysis = error_analysis(result.tuned.predictions, result.base.predictions if result.base else None,
+                                                       result.tuned.task, inputs.labels)
             if result.baselines:
                 from tuneforge.evaluate.baselines import candidates_of, verdict
 

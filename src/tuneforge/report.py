@@ -206,6 +206,52 @@ def _baselines_section(results: dict[str, Any]) -> str:
             "shots never come from the test split.</p>" + "".join(rows) + "</table>")
 
 
+def _confusion_table(confusion: dict[str, Any]) -> str:
+    columns = confusion["columns"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = [f"<table><tr><th>reference \\ answer</th>{head}<th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"]
+    for label, counts in zip(confusion["labels"], confusion["matrix"]):
+        stats = confusion["per_label"][label]
+        cells = "".join(f"<td class='{'better' if column == label and n else 'worse' if n else 'muted'}'>{n}</td>"
+                        for column, n in zip(columns, counts))
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}<td>{_fmt(stats['precision'])}</td><td>{_fmt(stats['recall'])}</td>"
+                    f"<td>{_fmt(stats['f1'])}</td><td>{stats['support']}</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _examples_table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="muted">None.</p>'
+    with_base = "base" in rows[0]
+    out = ["<table class='text'><tr><th>input</th><th>reference</th>" + ("<th>base</th>" if with_base else "") + "<th>tuned</th></tr>"]
+    for row in rows:
+        out.append(f"<tr><td>{html.escape(str(row['input']))}</td><td>{html.escape(str(row['reference']))}</td>"
+                   + (f"<td>{html.escape(str(row.get('base')))}</td>" if with_base else "")
+                   + f"<td>{html.escape(str(row['tuned']))}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _error_analysis_section(results: dict[str, Any]) -> str:
+    """The tuned model's confusion matrix and per-label figures, its mistakes, and what it fixed or broke."""
+    found = results.get("error_analysis")
+    if not found:
+        return ""
+    parts = ["<h2>Error analysis</h2>"]
+    if found.get("confusion"):
+        parts.append("<h3>Tuned model: confusion matrix and per-label precision / recall / F1</h3>" + _confusion_table(found["confusion"]))
+    if found.get("base_confusion"):
+        parts.append("<h3>Base model</h3>" + _confusion_table(found["base_confusion"]))
+    shown = len(found.get("wrong") or [])
+    parts.append(f"<h3>Wrong answers of the tuned model ({found['wrong_count']} of {found['examples']}"
+                 f"{f', first {shown} shown' if shown < found['wrong_count'] else ''})</h3>" + _examples_table(found.get("wrong") or []))
+    if "fixed_count" in found:
+        parts.append(f"<h3>Fixed by fine-tuning ({found['fixed_count']}): the base was wrong, the tuned model is right</h3>"
+                     + _examples_table(found.get("fixed") or []))
+        parts.append(f"<h3>Broken by fine-tuning ({found['broke_count']}): the base was right, the tuned model is wrong</h3>"
+                     + _examples_table(found.get("broke") or []))
+    return "".join(parts)
+
+
 def _markers(events: Sequence[dict[str, Any]]) -> list[Marker]:
     """Issues, resumes, rollbacks and early stops as (step, colour, tooltip) for the charts' step axis."""
     markers: list[Marker] = []
@@ -311,6 +357,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <div class="cards">{card_html}</div>
 <h2>Base vs tuned on the held-out test split</h2>{_comparison_table(results)}
 {_baselines_section(results)}
+{_error_analysis_section(results)}
 <h2>Training curves</h2>
 <p class="muted">Dashed lines mark detected issues (red error, amber warning, blue info), resumes (teal), rollbacks (violet) and stops (grey); hover them for details.</p>
 <div class="charts">{''.join(charts) or '<p class="muted">No training steps recorded.</p>'}</div>
