@@ -73,3 +73,37 @@ def test_error_analysis_confusion_and_fixed_broke():
     assert [row["input"] for row in found["fixed"]] == ["q2", "q3"] and [row["input"] for row in found["broke"]] == ["q1", "q4"]
     assert found["broke"][0] == {"input": "q1", "reference": "red", "tuned": "blue", "base": "red"}
     assert "confusion" not in error_analysis(tuned, None, "generation") and "fixed" not in error_analysis(tuned, None, "generation")
+
+
+def test_judge_reads_verdicts_and_reports_agreement_with_exact_match(monkeypatch):
+    import tuneforge.evaluate.judge as judge
+    from tuneforge.inference import GenerationResult
+
+    assert judge.read_verdict("PASS") is True and judge.read_verdict(" fail.") is False
+    assert judge.read_verdict("pass or fail") is None and judge.read_verdict("hmm") is None
+    # judge [T, T, F, F] vs exact [T, F, F, F]: agree on 3 of 4; chance 0.5·0.25 + 0.5·0.75 = 0.5, kappa (0.75-0.5)/0.5
+    assert judge.agreement([True, True, False, False], [True, False, False, False]) == (0.75, pytest.approx(0.5))
+
+    replies = iter(["PASS", "PASS", "FAIL", "maybe"])
+
+    class FakeEngine:
+        def __init__(self, model, tokenizer, batch_size=16):
+            pass
+
+        def generate(self, requests):
+            assert requests[0].messages[0]["content"] == "grade it" and "Reference answer:\nred" in requests[0].messages[1]["content"]
+            return [GenerationResult(text=next(replies), finish_reason="stop", prompt_tokens=1, completion_tokens=1) for _ in requests]
+
+    monkeypatch.setattr(judge, "InferenceEngine", FakeEngine)
+    items = [{"input": "q", "reference": r, "prediction": p} for r, p in
+             [("red", "red"), ("blue", "a blue one"), ("green", "red"), ("red", "red")]]
+    scores = judge.judge_answers(None, None, items, rubric="grade it")
+    assert scores["judge_score"] == 0.5 and scores["judge_unparsed"] == 1 and scores["verdicts"] == [True, True, False, None]
+    assert scores["judge_agreement"] == 0.5  # exact [T, F, F, T] vs judged [T, T, F, F]
+
+
+def test_a_run_with_a_judge_reports_its_scores(train_run):
+    result = train_run(test_split=0.2, judge="base", epochs=1, evaluation_strategy="no", saving_strategy="no")
+    for evaluation in (result.base, result.tuned):
+        assert {"judge_score", "judge_agreement", "judge_kappa"} <= set(evaluation.performance)
+        assert 0 <= evaluation.performance["judge_score"] <= 1

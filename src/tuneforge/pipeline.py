@@ -58,7 +58,7 @@ BASELINE_PREDICTIONS = "baseline_predictions.jsonl"  # the prompting baselines' 
 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
-                     "baselines", "baseline_shots", "baseline_retriever",
+                     "baselines", "baseline_shots", "baseline_retriever", "judge", "judge_rubric",
                      "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
 
 
@@ -423,6 +423,8 @@ class FineTuningPipeline:
 
                 result.error_analysis = error_analysis(result.tuned.predictions, result.base.predictions if result.base else None,
                                                        result.tuned.task, inputs.labels)
+            if config.judge:
+                self._judge(model_dir, result, notify)
             if result.baselines:
                 from tuneforge.evaluate.baselines import candidates_of, verdict
 
@@ -430,6 +432,23 @@ class FineTuningPipeline:
                                          candidates_of(result.base, result.baselines))
                 if result.verdict:
                     notify("eval.verdict", **result.verdict)
+
+    def _judge(self, model_dir: Path, result: TrainingResult, notify: Callable[..., dict[str, Any]]) -> None:
+        """LLM-as-judge scores (evaluate/judge.py) of the base and tuned answers, added to their performance."""
+        from tuneforge.evaluate.judge import DEFAULT_RUBRIC, judge_answers
+        from tuneforge.model.load import load_model
+
+        config = self.config
+        judge_dir = model_dir if config.judge == "base" else resolve_model(config.judge)
+        judge = load_model(judge_dir, pick_device(), config.trust_remote_code)
+        judge_tokenizer = load_tokenizer(judge_dir, config.trust_remote_code)
+        for name, evaluation in (("base", result.base), ("tuned", result.tuned)):
+            if evaluation is None or not evaluation.predictions:
+                continue
+            scores = judge_answers(judge, judge_tokenizer, evaluation.predictions, config.judge_rubric or DEFAULT_RUBRIC)
+            evaluation.performance.update({k: float(scores[k]) for k in ("judge_score", "judge_agreement", "judge_kappa")})
+            notify("eval.judged", model=name, judge=config.judge, **{k: v for k, v in scores.items() if k.startswith("judge_")})
+        del judge
 
     def _baselines(self, model: Any, tokenizer: Any, data: TrainingData, test: list[Any], evaluation_args: dict[str, Any],
                    run_dir: Path, notify: Callable[..., dict[str, Any]]) -> dict[str, dict[str, Any]]:
