@@ -80,5 +80,6 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # Settings that keep a run on the tiny model to a few seconds.
-# test_estimate.py covers the estimate, test_baselines.py the prompting baselines
-FAST = dict(epochs=3, batch_size=4, max_new_tokens=8, max_length=128, estimate_steps=0, baselines=False)
+# test_estimate.py covers the estimate, test_baselines.py the prompting baselines and the forgetting check
+FAST = dict(epochs=3, batch_size=4, max_new_tokens=8, max_length=128, estimate_steps=0, baselines=False,
+            forgetting_check=False)

@@ -110,7 +110,7 @@ def test_candidates_include_the_zero_shot_base():
 
 def test_a_run_records_baselines_and_the_verdict(train_run, monkeypatch):
     result = train_run(test_split=0.2, learning_rate=1e-2, baselines=True, baseline_shots=2, evaluation_strategy="no",
-                       saving_strategy="no")
+                       saving_strategy="no", forgetting_check=True)
     saved = json.loads((result.run_dir / "results.json").read_text())
     assert set(saved["baselines"]) == {"few_shot", "retrieval_few_shot"}
     assert saved["baselines"]["few_shot"]["shots"] == 2 and saved["baselines"]["retrieval_few_shot"]["retriever"] == "bm25"
@@ -121,6 +121,9 @@ def test_a_run_records_baselines_and_the_verdict(train_run, monkeypatch):
     page = (result.run_dir / "report.html").read_text()
     assert "Was fine-tuning worth it?" in page and "Error analysis" in page and "confusion matrix" in page
     assert saved["error_analysis"]["confusion"]["labels"] == ["blue", "green", "red"]
+    forgetting = saved["forgetting"]
+    assert forgetting["before"] > 1 and forgetting["after"] > 1 and forgetting["before"] != forgetting["after"]
+    assert "Forgetting" in page
 
     from rich.console import Console
 
@@ -132,7 +135,17 @@ def test_a_run_records_baselines_and_the_verdict(train_run, monkeypatch):
     assert "retrieval few-shot" in shown and "prompt tokens / request" in shown and "verdict:" in shown
 
 
+def test_forgetting_summary_and_the_shipped_sample():
+    from tuneforge.evaluate.forgetting import forgetting_summary, general_text
+
+    sample = general_text()
+    assert len(sample) == 30 and all(example.is_text and len(example.text.split()) >= 8 for example in sample)
+    damaged = forgetting_summary(10.0, 12.0)
+    assert damaged["forgot"] and damaged["change"] == pytest.approx(0.2) and "try fewer epochs" in damaged["message"]
+    assert not forgetting_summary(10.0, 10.5)["forgot"]  # +5 %: within the threshold
+
+
 def test_no_baselines_leaves_them_out(train_run):
     result = train_run(test_split=0.2, baselines=False, evaluation_strategy="no", saving_strategy="no", epochs=1)
     saved = json.loads((result.run_dir / "results.json").read_text())
-    assert saved["baselines"] == {} and saved["verdict"] is None
+    assert saved["baselines"] == {} and saved["verdict"] is None and saved["forgetting"] is None

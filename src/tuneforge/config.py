@@ -230,6 +230,8 @@ class FineTuningConfig(BaseModel):
                             "baseline_shots training examples in the prompt: seeded few-shot and retrieval few-shot) "
                             "and say whether fine-tuning beat them")
     baseline_shots: int = Field(5, ge=1, le=64, description="training examples shown in a baseline's prompt")
+    forgetting_check: bool = Field(True, description="measure perplexity on a small general-text sample shipped with "
+                                   "tuneforge before and after training, to show when fine-tuning damaged general ability")
     judge: str | None = Field(None, description="also grade the base and tuned answers with an LLM judge: 'base' (the run's "
                               "base model) or any model name or path; reports judge_score and its agreement with exact match")
     judge_rubric: str | None = Field(None, description="the judge's instructions (default: PASS when the answer means the "

@@ -58,7 +58,7 @@ BASELINE_PREDICTIONS = "baseline_predictions.jsonl"  # the prompting baselines' 
 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
-                     "baselines", "baseline_shots", "baseline_retriever", "judge", "judge_rubric",
+                     "baselines", "baseline_shots", "baseline_retriever", "judge", "judge_rubric", "forgetting_check",
                      "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
 
 
@@ -77,6 +77,7 @@ class TrainingResult:
     error: str | None = None
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Baseline.to_dict() (evaluate/baselines.py)
     verdict: dict[str, Any] | None = None  # was fine-tuning worth it: evaluate.baselines.verdict
+    forgetting: dict[str, Any] | None = None  # general-text perplexity before/after: evaluate/forgetting.py
     error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class TrainingResult:
             "baselines": self.baselines,
             "verdict": self.verdict,
             "error_analysis": self.error_analysis,
+            "forgetting": self.forgetting,
             "error": self.error,
             "run_dir": str(self.run_dir),
         }
@@ -388,6 +390,7 @@ class FineTuningPipeline:
             # Before training: the base model exists as itself only now (full fine-tuning changes it in place).
             result.baselines = self._baselines(model, tokenizer, data, test, evaluation_args, run_dir, notify)
 
+        before = self._general_perplexity(model, tokenizer) if config.forgetting_check else None
         torch.manual_seed(config.seed)
         model = make_trainable(method, model, config)
         trainable, total = count_parameters(model)
@@ -410,6 +413,11 @@ class FineTuningPipeline:
             return
         _publish_final(model, tokenizer, run_dir, method)
         notify("model.saved", path=method.output_dir, step=outcome.final_weights_step)
+        if before is not None:
+            from tuneforge.evaluate.forgetting import forgetting_summary
+
+            result.forgetting = forgetting_summary(before, self._general_perplexity(model, tokenizer))
+            notify("eval.forgetting", **result.forgetting)
 
         if test:
             notify("eval.started", model="tuned", examples=len(test))
@@ -432,6 +440,11 @@ class FineTuningPipeline:
                                          candidates_of(result.base, result.baselines))
                 if result.verdict:
                     notify("eval.verdict", **result.verdict)
+
+    def _general_perplexity(self, model: Any, tokenizer: Any) -> float:
+        from tuneforge.evaluate.forgetting import general_perplexity
+
+        return general_perplexity(model, tokenizer, self.config.max_length, self.config.batch_size)
 
     def _judge(self, model_dir: Path, result: TrainingResult, notify: Callable[..., dict[str, Any]]) -> None:
         """LLM-as-judge scores (evaluate/judge.py) of the base and tuned answers, added to their performance."""

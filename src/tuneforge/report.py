@@ -231,6 +231,14 @@ def _examples_table(rows: Sequence[dict[str, Any]]) -> str:
     return "".join(out) + "</table>"
 
 
+def _forgetting_section(results: dict[str, Any]) -> str:
+    found = results.get("forgetting")
+    if not found:
+        return ""
+    return (f"<h2>Forgetting</h2><p class='{'worse' if found.get('forgot') else 'muted'}'>{html.escape(found['message'])}</p>"
+            "<p class='muted'>Perplexity on 30 general English sentences shipped with tuneforge, before and after training.</p>")
+
+
 def _error_analysis_section(results: dict[str, Any]) -> str:
     """The tuned model's confusion matrix and per-label figures, its mistakes, and what it fixed or broke."""
     found = results.get("error_analysis")
@@ -357,6 +365,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <div class="cards">{card_html}</div>
 <h2>Base vs tuned on the held-out test split</h2>{_comparison_table(results)}
 {_baselines_section(results)}
+{_forgetting_section(results)}
 {_error_analysis_section(results)}
 <h2>Training curves</h2>
 <p class="muted">Dashed lines mark detected issues (red error, amber warning, blue info), resumes (teal), rollbacks (violet) and stops (grey); hover them for details.</p>

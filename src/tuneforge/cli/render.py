@@ -94,6 +94,8 @@ class TrainingProgress:
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in perf.items() if k in ("accuracy", "f1_score", "bleu"))
                 tokens = (baseline.get("resources") or {}).get("prompt_tokens_per_request")
                 self._say(f"{baseline.get('label', name)} baseline: {shown}" + (f", {tokens:.0f} prompt tokens/request" if tokens else ""))
+        elif kind == "eval.forgetting":
+            self._say(f"[{'yellow' if event.get('forgot') else 'dim'}]forgetting: {event.get('message')}[/]")
         elif kind == "eval.verdict":
             self._say(f"[{'green' if event.get('worth_it') else 'yellow'}]verdict: {event.get('message')}[/]")
         elif kind == "eval.progress":
@@ -218,6 +220,9 @@ def results(result: dict[str, Any]) -> None:
     if verdict:
         colour = "green" if verdict.get("worth_it") else "yellow"
         out.print(f"[{colour}]verdict: {verdict['message']}[/{colour}]", soft_wrap=True)
+    forgetting = result.get("forgetting")
+    if forgetting:
+        out.print(f"[{'yellow' if forgetting.get('forgot') else 'dim'}]forgetting: {forgetting['message']}[/]", soft_wrap=True)
     train = result.get("train") or {}
     resources = Table(title="training")
     resources.add_column("figure")

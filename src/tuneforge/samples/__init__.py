@@ -7,6 +7,9 @@ from pathlib import Path
 
 SAMPLES_DIR = Path(__file__).parent
 CUSTOMER_INTENTS = SAMPLES_DIR / "customer_intents.jsonl"
+# 30 plain English sentences written for tuneforge (no third-party text), far from any user's domain:
+# the forgetting check (evaluate/forgetting.py) compares perplexity on them before and after training.
+GENERAL_TEXT = SAMPLES_DIR / "general_text.jsonl"
 
 
 def demo_config(output: str | None = None, epochs: float | None = None):  # -> FineTuningConfig
