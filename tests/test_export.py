@@ -13,10 +13,9 @@ from tuneforge.export.api import MANIFEST
 
 
 @pytest.fixture(scope="module")
-def export_run(train_run):
-    """A tiny LoRA run with a test split, trained enough to answer something."""
-    result = train_run(test_split=0.2, learning_rate=1e-2, epochs=2)
-    return Path(result.run_dir)
+def export_run(lora_run):
+    """The shared tiny LoRA run (conftest's ``lora_run``: a test split, trained enough to answer something)."""
+    return Path(lora_run.run_dir)
 
 
 def test_merged_export_loads_with_plain_transformers_and_answers_like_the_run(export_run, tmp_path):

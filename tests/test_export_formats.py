@@ -40,9 +40,9 @@ needs_onnx = pytest.mark.skipif(bool(_missing_onnx()), reason=f"export extra abs
 
 
 @pytest.fixture(scope="module")
-def export_run(train_run):
-    result = train_run(test_split=0.2, learning_rate=1e-2, epochs=2)
-    return Path(result.run_dir)
+def export_run(lora_run):
+    """The shared tiny LoRA run (conftest's ``lora_run``: a test split, trained enough to answer something)."""
+    return Path(lora_run.run_dir)
 
 
 # ---- Ollama Modelfile vs the HF chat template (no extra needed) ---------------------------------

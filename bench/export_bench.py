@@ -1,0 +1,192 @@
+"""Export a run of the embedded model to every format: file size, export time, parity; generation speed.
+
+    .venv/bin/python bench/export_bench.py [--run RUN_DIR] [--formats merged,gguf:f16,...] [--no-write]
+
+Without ``--run`` a demo-data LoRA run of SmolLM2-135M-Instruct is trained first (1 epoch, 20 steps).
+Each export is made by ``tuneforge.export.export_model`` (so its time includes the parity check,
+reported apart), and the figures come from its ``export_manifest.json``. Generation speed: greedy
+answers to the same rendered test prompts, one stream, ``--new-tokens`` tokens each (no early
+stop), by tuneforge's torch ``InferenceEngine`` on the trained model, by llama.cpp
+(llama-cpp-python) on the q8_0 and q4_k_m GGUFs, and by ONNX Runtime GenAI on the int4 model.
+Writes bench/results/export.json and export.md (``bench/write_benchmarks.py`` includes export.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FORMATS = ["merged", "gguf:f16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "onnx:fp32", "onnx:int4"]
+
+
+def train_demo_run(directory: Path) -> Path:
+    data = ROOT / "src" / "tuneforge" / "samples" / "customer_intents.jsonl"
+    subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "finetune", "--data", str(data), "--epochs", "1",
+                    "--max-steps", "20", "--output", str(directory), "--json"], check=True, stdout=subprocess.DEVNULL)
+    return directory
+
+
+def export_all(run_dir: Path, formats: list[str], out_root: Path) -> dict[str, Any]:
+    from tuneforge.core.errors import TuneforgeError
+    from tuneforge.export import export_model
+
+    rows: dict[str, Any] = {}
+    for spec in formats:
+        name, _, quantize = spec.partition(":")
+        started = time.perf_counter()
+        try:
+            result = export_model(run_dir, name, quantize=quantize or None, out_dir=out_root / spec.replace(":", "-"),
+                                  min_agreement=0.0)
+        except TuneforgeError as error:
+            rows[spec] = {"error": str(error).splitlines()[0]}
+            print(spec, "failed:", error, flush=True)
+            continue
+        manifest = result.details
+        rows[spec] = {"seconds_total": round(time.perf_counter() - started, 1), "export_seconds": manifest["export_seconds"],
+                      "bytes": sum(f["bytes"] for f in manifest["files"].values()), "parity": manifest["parity"],
+                      "dir": str(result.out_dir)}
+        print(spec, json.dumps({k: v for k, v in rows[spec].items() if k != "parity"}), flush=True)
+    return rows
+
+
+def prompts_of(run_dir: Path, count: int) -> list[str]:
+    from tuneforge.data.manager import TrainingDataManager
+    from tuneforge.data.tokenize import render_prompt
+    from tuneforge.runs import load_trained
+
+    _, tokenizer, _ = load_trained(run_dir, device="cpu")
+    examples = TrainingDataManager().load(run_dir / "data" / "test.jsonl")[0][:count]
+    return [render_prompt(tokenizer, example) for example in examples]
+
+
+def torch_speed(run_dir: Path, prompts: list[str], new_tokens: int) -> float:
+    import torch
+
+    from tuneforge.runs import load_trained
+
+    model, tokenizer, _ = load_trained(run_dir, device="cpu")
+    model.eval()
+    produced, seconds = 0, 0.0
+    for prompt in prompts:  # one stream: HF generate, greedy, exactly new_tokens tokens
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        seconds += time.perf_counter() - started
+        produced += out.shape[1] - ids["input_ids"].shape[1]
+    return produced / seconds
+
+
+def llama_cpp_speed(gguf: Path, prompts: list[str], new_tokens: int) -> float:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=os.cpu_count() or 1, verbose=False)
+    produced, seconds = 0, 0.0
+    for prompt in prompts:
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        llm.reset()
+        started = time.perf_counter()
+        count = 0
+        for token in llm.generate(tokens, temp=0.0, top_k=1, reset=True):
+            count += 1
+            if count >= new_tokens:
+                break
+        seconds += time.perf_counter() - started
+        produced += count
+    return produced / seconds
+
+
+def onnx_speed(directory: Path, prompts: list[str], new_tokens: int) -> float:
+    import onnxruntime_genai as og
+
+    model = og.Model(str(directory))
+    tokenizer = og.Tokenizer(model)
+    produced, seconds = 0, 0.0
+    for prompt in prompts:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(tokenizer.encode(prompt)) + new_tokens, min_length=0)
+        started = time.perf_counter()
+        generator = og.Generator(model, params)
+        generator.append_tokens(tokenizer.encode(prompt))
+        count = 0
+        while not generator.is_done() and count < new_tokens:
+            generator.generate_next_token()
+            count += 1
+        seconds += time.perf_counter() - started
+        produced += count
+    return produced / seconds
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["## Export: every format checked against the trained model", "",
+             f"Measured by `bench/export_bench.py` on {report['machine']} ({report['cpus']} CPUs, shared with other work) "
+             f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on its "
+             f"{report['examples']} test examples. Export time excludes the parity check.", "",
+             "| format | size | export s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for spec, row in report["exports"].items():
+        if "error" in row:
+            lines.append(f"| {spec} | — | — | failed: {row['error'][:80]} | | | | | |")
+            continue
+        p = row["parity"]
+        accuracy = "—" if p["export_accuracy"] is None else f"{p['export_accuracy']:.3f} ({p['trained_accuracy']:.3f})"
+        lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {p['greedy_agreement']:.1%} | "
+                     f"{p['top1_agreement']:.1%} | {p['tokenizer_agreement']:.0%} | {p['max_abs_logit_diff']:.3g} | "
+                     f"{p['mean_kl']:.2g} | {accuracy} |")
+    if report.get("speed"):
+        lines += ["", f"Generation, one stream, greedy, {report['new_tokens']} tokens per answer on "
+                  f"{report['prompts']} test prompts (tokens/s, higher is better):", "",
+                  "| engine | tokens/s |", "|---|---:|"]
+        lines += [f"| {name} | {value:.1f} |" for name, value in report["speed"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None)
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/tuneforge-export-bench"))
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    run_dir = args.run or train_demo_run(args.out / "run")
+    exports = export_all(run_dir, args.formats.split(","), args.out / "exports")
+    prompts = prompts_of(run_dir, args.prompts)
+    speed: dict[str, float] = {}
+    measures = [("tuneforge torch (HF generate, fp32, adapter)", lambda: torch_speed(run_dir, prompts, args.new_tokens))]
+    for spec, label in (("gguf:q8_0", "llama.cpp q8_0"), ("gguf:q4_k_m", "llama.cpp q4_k_m")):
+        if "dir" in exports.get(spec, {}):
+            path = next(Path(exports[spec]["dir"]).glob("model-*.gguf"))
+            measures.append((label, lambda path=path: llama_cpp_speed(path, prompts, args.new_tokens)))
+    if "dir" in exports.get("onnx:int4", {}):
+        measures.append(("ONNX Runtime GenAI int4", lambda: onnx_speed(Path(exports["onnx:int4"]["dir"]), prompts, args.new_tokens)))
+    for label, measure in measures:
+        try:
+            speed[label] = measure()
+        except Exception as error:  # a missing engine is reported, not fatal to the other figures
+            print(label, "failed:", error, flush=True)
+        print(label, speed.get(label), flush=True)
+    first = next((row for row in exports.values() if "parity" in row), None)
+    report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "exports": exports,
+              "speed": speed, "new_tokens": args.new_tokens, "prompts": len(prompts),
+              "examples": first["parity"]["examples"] if first else 0}
+    text = markdown(report)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "export.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
