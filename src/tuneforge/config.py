@@ -230,6 +230,9 @@ class FineTuningConfig(BaseModel):
                             "baseline_shots training examples in the prompt: seeded few-shot and retrieval few-shot) "
                             "and say whether fine-tuning beat them")
     baseline_shots: int = Field(5, ge=1, le=64, description="training examples shown in a baseline's prompt")
+    cross_validation: int | None = Field(None, ge=2, le=20, description="train K runs (RUN_DIR/fold-1 ... fold-K), "
+                                         "each tested on one fold of the train and test examples (stratified by label "
+                                         "for label tasks), and report every metric as mean ± standard deviation")
     forgetting_check: bool = Field(True, description="measure perplexity on a small general-text sample shipped with "
                                    "tuneforge before and after training, to show when fine-tuning damaged general ability")
     judge: str | None = Field(None, description="also grade the base and tuned answers with an LLM judge: 'base' (the run's "

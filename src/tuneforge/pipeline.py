@@ -77,6 +77,7 @@ class TrainingResult:
     error: str | None = None
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Baseline.to_dict() (evaluate/baselines.py)
     verdict: dict[str, Any] | None = None  # was fine-tuning worth it: evaluate.baselines.verdict
+    cross_validation: dict[str, Any] | None = None  # K folds: per-fold and mean ± std scores (--cross-validation K)
     forgetting: dict[str, Any] | None = None  # general-text perplexity before/after: evaluate/forgetting.py
     error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
 
@@ -98,6 +99,7 @@ class TrainingResult:
             "verdict": self.verdict,
             "error_analysis": self.error_analysis,
             "forgetting": self.forgetting,
+            "cross_validation": self.cross_validation,
             "error": self.error,
             "run_dir": str(self.run_dir),
         }
@@ -179,6 +181,8 @@ class FineTuningPipeline:
         is created, so bad input never leaves a run directory behind.
         """
         config = self.config
+        if config.cross_validation:
+            return self._cross_validate(data)
         run_dir = self._resumable_run_dir() if config.resume else self._free_run_dir()
         check_sinks(config.report_to)
         changed: list[str] = []
@@ -440,6 +444,42 @@ class FineTuningPipeline:
                                          candidates_of(result.base, result.baselines))
                 if result.verdict:
                     notify("eval.verdict", **result.verdict)
+
+    def _cross_validate(self, data: TrainingData | None) -> TrainingResult:
+        """K runs under RUN_DIR/fold-<i>: fold i's examples are its test set, the other train and test examples
+        its training set (validation stays the validation set). results.json holds every fold and mean ± std."""
+        from tuneforge.evaluate.folds import make_folds, summarize_folds
+
+        config = self.config
+        if config.resume:
+            raise ConfigError(["cross_validation: resume one fold's run directory (RUN_DIR/fold-<i>) instead"])
+        root = self._free_run_dir()
+        data = data or self.prepare_data()
+        pool = data.examples + data.test
+        folds = make_folds(pool, config.cross_validation, config.seed)
+        root.mkdir(parents=True, exist_ok=True)
+        result = TrainingResult(run_dir=root, status=RunStatus.SUCCEEDED, data=data.summary())
+        runs = []
+        for number, fold in enumerate(folds, start=1):
+            held = set(fold)
+            fold_data = TrainingData(examples=[e for i, e in enumerate(pool) if i not in held], validation=data.validation,
+                                     test=[pool[i] for i in fold], metadata=data.metadata)
+            fold_config = config.model_copy(update={"cross_validation": None, "output": str(root / f"fold-{number}"), "name": None})
+            self.on_event({"type": "cv.fold", "fold": number, "folds": len(folds), "test": len(fold)})
+            outcome = FineTuningPipeline(fold_config, on_event=self.on_event, handle_signals=self.handle_signals,
+                                         monitor_settings=self.monitor_settings).train(fold_data)
+            runs.append({"fold": number, "run_dir": str(outcome.run_dir), "status": str(outcome.status), "test": len(fold),
+                         "base": outcome.base.performance if outcome.base else None,
+                         "tuned": outcome.tuned.performance if outcome.tuned else None})
+            if outcome.status != RunStatus.SUCCEEDED:
+                result.status, result.error = outcome.status, f"fold {number}: {outcome.error}"
+                break
+        tuned = [run["tuned"] for run in runs if run["tuned"]]
+        base = [run["base"] for run in runs if run["base"]]
+        result.cross_validation = {"k": len(folds), "folds": runs, "tuned": summarize_folds(tuned) if tuned else {},
+                                   "base": summarize_folds(base) if base else {}}
+        atomic_write_json(root / "results.json", result.to_dict())
+        return result
 
     def _general_perplexity(self, model: Any, tokenizer: Any) -> float:
         from tuneforge.evaluate.forgetting import general_perplexity

@@ -84,7 +84,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
                   "on_issue", "rollback_lr_factor", "max_rollbacks", "report_to", "resume"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
-                 "evaluation_metrics", "evaluate_base", "baselines", "baseline_shots", "baseline_retriever", "forgetting_check", "judge", "judge_rubric", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
+                 "evaluation_metrics", "evaluate_base", "baselines", "baseline_shots", "baseline_retriever", "forgetting_check", "cross_validation", "judge", "judge_rubric", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
     }
     for name, field in FineTuningConfig.model_fields.items():
         section = next((key for key, names in sections.items() if name in names), "train")

@@ -188,6 +188,10 @@ def results(result: dict[str, Any]) -> None:
     """The base-vs-baselines-vs-tuned table, the verdict and the training figures of a finished run."""
     from tuneforge.evaluate.compare import compare_models
 
+    if result.get("cross_validation"):
+        cross_validation(result["cross_validation"])
+        out.print(f"run directory: [bold]{result['run_dir']}[/bold]  (results.json; each fold's run in fold-<i>/)")
+        return
     base, tuned = result.get("base"), result.get("tuned")
     baselines = result.get("baselines") or {}
     resources_of = dict((result.get("evaluation") or {}))
@@ -289,3 +293,22 @@ def comparison(data: dict[str, Any], paths: dict[str, Any]) -> None:
                   f"{r['metric']} ({r['value']:.4f} vs {r['baseline_value']:.4f}; allowed {r['tolerance']})[/bold red]")
     out.print(f"{data['disagreements']} example(s) where the models disagree; written: {paths['html']}, {paths['examples']}, "
               f"{paths['json']}", soft_wrap=True)
+
+
+def cross_validation(data: dict[str, Any]) -> None:
+    """Every metric of the K folds: mean ± sample standard deviation, base and tuned, and each fold's figure."""
+    table = Table(title=f"{data['k']}-fold cross-validation (mean ± standard deviation)")
+    table.add_column("metric")
+    for name in ("base", "tuned"):
+        if data.get(name):
+            table.add_column(name, justify="right")
+    table.add_column("tuned per fold", justify="right")
+    tuned, base = data.get("tuned") or {}, data.get("base") or {}
+    for metric in list(dict.fromkeys([*tuned, *base])):
+        cells = [metric]
+        for scores in (base, tuned):
+            if scores:
+                cells.append(f"{scores[metric]['mean']:.4f} ± {scores[metric]['std']:.4f}" if metric in scores else "—")
+        cells.append(", ".join(f"{v:.3f}" for v in (tuned.get(metric) or {}).get("folds", [])))
+        table.add_row(*cells)
+    out.print(table)
