@@ -8,8 +8,8 @@ add the adapters on top. bitsandbytes >= 0.45 runs this on a CPU as well as on a
 the memory: the weights are dequantized on every forward). On a CPU, ``speed_up`` swaps the 4-bit
 layers' forward for a just-in-time dequantization (``JitDequantLinear``): dequantize the layer's
 weight, one matmul, drop it; the backward dequantizes again instead of keeping it. Same results as
-bitsandbytes' forward (bit-identical outputs in ``tests/test_methods.py``), measured 0-30 % faster
-per layer here (BENCHMARKS.md), and only one layer's weight is ever held in full precision.
+bitsandbytes' forward (bit-identical outputs in ``tests/test_methods.py``), measured within the noise
+of bitsandbytes' own CPU path (BENCHMARKS.md), and only one layer's weight is held in full precision.
 The settings are written next to the adapter (``quantization.json``) so reloading quantizes the
 base the same way and gives the same outputs.
 """
