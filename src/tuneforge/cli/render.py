@@ -203,7 +203,8 @@ def results(result: dict[str, Any]) -> None:
     if tuned:
         scores["tuned"] = tuned
     if scores:
-        table = Table(title=f"base vs prompting baselines vs tuned on the held-out test split ({result.get('task')})")
+        also = " and prompting baselines" if baselines else ""
+        table = Table(title=f"base vs tuned{also} on the held-out test split ({result.get('task')})")
         table.add_column("metric")
         for name in scores:
             table.add_column(labels[name], justify="right")
