@@ -84,7 +84,7 @@ def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, adapters: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     settings = ServerSettings(models=[str(tiny_model_dir)], home=tmp_path_factory.mktemp("server-home"), max_upload_mb=0.01,
-                              batch_window_ms=20, max_loaded_adapters=8)
+                              batch_window_ms=50, batch_gap_ms=20, max_loaded_adapters=8)
     app = create_app(settings, manager=StandInManager(dict(adapters)), api_key=API_KEY)
     with live_server(app) as url:
         yield url, app.state.tuneforge

@@ -127,7 +127,7 @@ def build_state(settings: ServerSettings, manager: Any = None) -> ServerState:
             raise ServerConfigError(f"two --model arguments are both named {model.id!r}; name one with NAME=SPEC")
         models[model.id] = model
     hosts = {m.id: ModelHost(m.id, _loader(m.spec, settings.device), settings.max_batch, settings.batch_window_ms,
-                             settings.max_loaded_adapters) for m in models.values()}
+                             settings.max_loaded_adapters, settings.batch_gap_ms) for m in models.values()}
     return ServerState(settings, models, hosts, manager)
 
 

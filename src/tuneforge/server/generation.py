@@ -66,11 +66,12 @@ class ModelHost:
     """One served base model: lazily loaded, one generation thread, an adapter LRU, a batching queue."""
 
     def __init__(self, name: str, load: Callable[[], tuple[Any, Any]], max_batch: int = 16,
-                 batch_window_ms: float = 5.0, max_loaded_adapters: int = 8) -> None:
+                 batch_window_ms: float = 20.0, max_loaded_adapters: int = 8, batch_gap_ms: float = 2.0) -> None:
         self.name = name
         self._load = load
         self.max_batch = max_batch
         self.batch_window = batch_window_ms / 1000
+        self.batch_gap = min(batch_gap_ms, batch_window_ms) / 1000
         self.max_loaded_adapters = max_loaded_adapters
         self.engine: InferenceEngine | None = None
         self.context_length: int | None = None
@@ -117,11 +118,16 @@ class ModelHost:
                     submission.post("error", error)
 
     def _collect(self, first: Submission) -> list[Submission]:
-        """``first`` and whatever else arrives within the batch window, up to ``max_batch`` rows."""
+        """``first`` and what arrives with it, up to ``max_batch`` rows.
+
+        Waits for the next request at most ``batch_gap`` after the previous one and at most
+        ``batch_window`` in all: a lone request waits only the gap (a millisecond or two), a burst of
+        concurrent requests is gathered into one batch.
+        """
         batch, rows = [first], len(first.requests)
-        deadline = time.monotonic() + self.batch_window
+        start = time.monotonic()
         while rows < self.max_batch:
-            remaining = deadline - time.monotonic()
+            remaining = min(self.batch_gap, start + self.batch_window - time.monotonic())
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:

@@ -35,8 +35,9 @@ class ServerSettings:
     """Everything ``create_app`` and ``serve`` need. Defaults are the safe ones.
 
     ``models`` are the base models served (names, directories or .gguf files, as ``--model``
-    takes them); the first is the default for fine-tuning jobs. ``batch_window_ms`` is how long the
-    request queue waits for more requests before running a batch; ``max_batch`` caps a batch;
+    takes them); the first is the default for fine-tuning jobs. The request queue gathers
+    requests that arrive within ``batch_gap_ms`` of each other, for at most ``batch_window_ms``,
+    into one batch; ``max_batch`` caps a batch;
     ``max_loaded_adapters`` is the LRU size of adapters kept on the base model;
     ``max_tokens_limit`` caps every answer (the context window caps it too).
     """
@@ -50,7 +51,8 @@ class ServerSettings:
     database_url: str | None = None
     worker: bool = True
     home: Path | None = None
-    batch_window_ms: float = 5.0
+    batch_window_ms: float = 20.0
+    batch_gap_ms: float = 2.0
     max_batch: int = 16
     max_loaded_adapters: int = 8
     default_max_tokens: int = 256
@@ -76,8 +78,8 @@ class ServerSettings:
             found.append("give at least one --model to serve")
         if self.max_batch < 1 or self.max_loaded_adapters < 1:
             found.append("max_batch and max_loaded_adapters must be at least 1")
-        if not 0 <= self.batch_window_ms <= 1000:
-            found.append(f"batch_window_ms must be 0-1000 (got {self.batch_window_ms})")
+        if not 0 <= self.batch_window_ms <= 1000 or not 0 <= self.batch_gap_ms <= 1000:
+            found.append(f"batch_window_ms and batch_gap_ms must be 0-1000 (got {self.batch_window_ms}, {self.batch_gap_ms})")
         return found
 
 
