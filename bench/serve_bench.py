@@ -1,15 +1,15 @@
 """Serving speed of ``tuneforge serve``: one chat stream, concurrent requests across 2 adapters, request overhead.
 
-    python bench/serve_bench.py            # about 3-5 minutes on 2 CPU cores; writes bench/results/serve.{json,md}
+    python bench/serve_bench.py            # about 4 minutes on 2 busy CPU cores; writes bench/results/serve.{json,md}
 
 On the embedded SmolLM2-135M-Instruct (offline, fp32) with two LoRA adapters (random weights: the
 speed of an adapter does not depend on what it learned), a live uvicorn server on 127.0.0.1 in this
 process and an asyncio httpx client:
 
 1. one chat stream: time to first token and tokens/s (completion tokens / total time);
-2. the same 16 prompts (alternately on adapter A and B) with 1, 4 and 16 requests in flight:
+2. 1 (twice in a row), 4 and 16 requests sent at once, alternately on adapter A and B:
    aggregate completion tokens/s over the wall time;
-3. the same prompts through a plain transformers loop: ``PeftModel.set_adapter`` + ``generate``
+3. the first 4 prompts through a plain transformers loop: ``PeftModel.set_adapter`` + ``generate``
    one prompt at a time, greedy, the same token limit;
 4. request overhead on the tiny test model: the median time of a 1-token chat completion over
    HTTP minus the median time of the same request given to the engine directly.
@@ -42,7 +42,7 @@ import httpx  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MAX_TOKENS = 48
+MAX_TOKENS = 32
 TOPICS = ["a lighthouse keeper", "a lost robot", "the first snow", "a city under the sea", "an old violin",
           "a dragon who bakes", "a train at midnight", "a garden on Mars", "two rival chess players", "a silent forest",
           "a map with no roads", "the last library", "a clockmaker's apprentice", "a storm at sea", "a fox and a crow",
@@ -75,25 +75,33 @@ class AdapterDirectory:
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "org-local"}
 
 
-def save_adapter(model_dir: Path, out: Path, seed: int) -> Path:
+def save_adapters(model_dir: Path, out: Path, seeds: tuple[int, ...] = (1, 2)) -> list[Path]:
+    """LoRA adapters (r=8 on q/v) with small random weights, one per seed, from one loaded base."""
+    import copy
+
     import torch
     from peft import LoraConfig, get_peft_model
 
     from tuneforge.model.load import load_model
 
-    model = get_peft_model(load_model(model_dir, "cpu"), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                                     init_lora_weights=False))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.002)  # a small change, so answers stay text
-    model.save_pretrained(out)
-    return out
+    base = load_model(model_dir, "cpu")
+    paths = []
+    for seed in seeds:
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                               init_lora_weights=False))
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.002)  # a small change, so answers stay text
+        model.save_pretrained(out / f"adapter-{seed}")
+        paths.append(out / f"adapter-{seed}")
+    return paths
 
 
-def chat_body(model: str, prompt: str, stream: bool = False, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
+def chat_body(model: str, prompt: str, stream: bool = False, max_tokens: int | None = None) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens or MAX_TOKENS,
+            "temperature": 0}
     if stream:
         body.update(stream=True, stream_options={"include_usage": True})
     return body
@@ -119,29 +127,30 @@ async def one_stream(url: str, model: str, prompt: str) -> dict[str, float]:
 
 
 async def concurrent(url: str, in_flight: int) -> dict[str, float]:
-    """All 16 prompts (adapters alternating), at most ``in_flight`` requests at once: aggregate tokens/s."""
-    gate = asyncio.Semaphore(in_flight)
+    """``in_flight`` requests sent at once (adapters alternating; one request: twice in a row): aggregate tokens/s."""
     latencies: list[float] = []
+    rounds = 2 if in_flight == 1 else 1
 
     async def one(http: httpx.AsyncClient, index: int) -> int:
-        async with gate:
-            start = time.perf_counter()
-            response = await http.post(url + "/chat/completions", headers=AUTH,
-                                       json=chat_body(ADAPTER_IDS[index % 2], PROMPTS[index]))
-            latencies.append(time.perf_counter() - start)
-            response.raise_for_status()
-            return response.json()["usage"]["completion_tokens"]
+        start = time.perf_counter()
+        response = await http.post(url + "/chat/completions", headers=AUTH,
+                                   json=chat_body(ADAPTER_IDS[index % 2], PROMPTS[index % len(PROMPTS)]))
+        latencies.append(time.perf_counter() - start)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
 
+    tokens: list[int] = []
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=32)) as http:
         start = time.perf_counter()
-        tokens = await asyncio.gather(*(one(http, i) for i in range(len(PROMPTS))))
+        for round_ in range(rounds):
+            tokens += await asyncio.gather(*(one(http, round_ * in_flight + i) for i in range(in_flight)))
         wall = time.perf_counter() - start
-    return {"in_flight": in_flight, "requests": len(PROMPTS), "tokens": sum(tokens), "seconds": wall,
+    return {"in_flight": in_flight, "requests": len(tokens), "tokens": sum(tokens), "seconds": wall,
             "tokens_per_s": sum(tokens) / wall, "median_latency_s": statistics.median(latencies)}
 
 
-def transformers_loop(model_dir: Path, adapters: list[Path]) -> dict[str, float]:
-    """The same prompts through PeftModel.set_adapter + generate, one at a time, greedy."""
+def transformers_loop(model_dir: Path, adapters: list[Path], prompts: int = 4) -> dict[str, float]:
+    """The first ``prompts`` prompts through PeftModel.set_adapter + generate, one at a time, greedy."""
     import torch
     from peft import PeftModel
 
@@ -156,7 +165,7 @@ def transformers_loop(model_dir: Path, adapters: list[Path]) -> dict[str, float]
     tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():
-        for index, prompt in enumerate(PROMPTS):
+        for index, prompt in enumerate(PROMPTS[:prompts]):
             model.set_adapter("ab"[index % 2])
             text = render_chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
             ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
@@ -164,7 +173,7 @@ def transformers_loop(model_dir: Path, adapters: list[Path]) -> dict[str, float]
                                  pad_token_id=tokenizer.pad_token_id)
             tokens += out.shape[1] - ids["input_ids"].shape[1]
     wall = time.perf_counter() - start
-    return {"requests": len(PROMPTS), "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall}
+    return {"requests": prompts, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall}
 
 
 async def overhead(url: str, host: Any, repeats: int = 60) -> dict[str, float]:
@@ -218,7 +227,7 @@ def main() -> dict[str, Any]:
     began = time.perf_counter()
     model_dir = resolve_model("smollm2-135m-instruct")
     scratch = Path(tempfile.mkdtemp(prefix="tuneforge-serve-bench-"))
-    adapters = [save_adapter(model_dir, scratch / "a", 1), save_adapter(model_dir, scratch / "b", 2)]
+    adapters = save_adapters(model_dir, scratch)
     manager = AdapterDirectory("smollm2-135m-instruct", dict(zip(ADAPTER_IDS, adapters)))
     settings = ServerSettings(models=["smollm2-135m-instruct"], home=scratch / "home", max_batch=16)
     results: dict[str, Any] = {"machine": machine(), "max_tokens": MAX_TOKENS, "prompts": len(PROMPTS)}
@@ -253,19 +262,20 @@ def markdown(r: dict[str, Any]) -> str:
         f"Reproduce: `python bench/serve_bench.py`. Measured {m['when']} on {m['cpu']}, {m['torch_threads']} torch threads, "
         f"torch {m['torch']}, transformers {m['transformers']}, load average {m['load_average']:.1f} at the start "
         "(the 2 cores were shared with other work). Model: the embedded SmolLM2-135M-Instruct in fp32 with two LoRA "
-        f"adapters (r=8 on q/v); greedy, at most {r['max_tokens']} new tokens, {r['prompts']} different prompts; a live "
+        f"adapters (r=8 on q/v); greedy, at most {r['max_tokens']} new tokens, different prompts per request; a live "
         "uvicorn server on 127.0.0.1 in the same process, an asyncio httpx client.",
         "",
-        "| what | requests in flight | completion tokens | seconds | tokens/s | vs one stream |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| one chat stream (median of 3), time to first token {s['ttft_s'] * 1000:.0f} ms | 1 | {s['tokens']:.0f} | "
+        "| what | requests | in flight | completion tokens | seconds | tokens/s | vs one stream |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| one chat stream (median of 3), time to first token {s['ttft_s'] * 1000:.0f} ms | 1 | 1 | {s['tokens']:.0f} | "
         f"{s['seconds']:.2f} | {s['tokens_per_s']:.1f} | 1.00× |",
     ]
     for n in (1, 4, 16):
         c = by_n[n]
-        lines.append(f"| 16 chat requests, adapters A/B alternating | {n} | {c['tokens']} | {c['seconds']:.2f} | "
+        lines.append(f"| chat requests sent together, adapters A/B alternating | {c['requests']} | {n} | {c['tokens']} | "
+                     f"{c['seconds']:.2f} | "
                      f"{c['tokens_per_s']:.1f} | {c['tokens_per_s'] / s['tokens_per_s']:.2f}× |")
-    lines.append(f"| plain transformers loop (`set_adapter` + `generate`), same prompts | 1 | {loop['tokens']} | "
+    lines.append(f"| plain transformers loop (`set_adapter` + `generate`), same prompts | {loop['requests']} | 1 | {loop['tokens']} | "
                  f"{loop['seconds']:.2f} | {loop['tokens_per_s']:.1f} | {loop['tokens_per_s'] / s['tokens_per_s']:.2f}× |")
     o = r["overhead"]
     goal = "met" if ratio >= 4 else "not met"
