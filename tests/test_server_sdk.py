@@ -188,3 +188,44 @@ def test_openai_strict_types_accept_the_objects(server, training_file, finished_
     assert any(m.id == job.fine_tuned_model for m in strict.models.list())
 
 
+
+
+def test_tuneforge_serve_command_serves_and_stops_on_sigint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The real command: the key from the environment, HTTP and a worker in one process, Ctrl-C ends it cleanly."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TUNEFORGE_API_KEY": API_KEY, "TUNEFORGE_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge.cli.main", "serve", "--port", str(port),
+                                "--model", f"tiny={tiny_model_dir}"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=10)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ids = [m.id for m in client.models.list()]
+                break
+            except openai.APIConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "timeout"
+                time.sleep(0.3)
+        assert ids[0] == "tiny"
+        assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2).usage
+        assert (tmp_path / "jobs.db").exists()  # the job store (and its worker) came up beside HTTP
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode in (0, 130), output
+    assert "Traceback" not in output, output
+    assert f"http://127.0.0.1:{port}/v1" in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ def add_serve_command(subparsers: Any) -> None:
     serve.add_argument("--api-key-file", type=Path, metavar="FILE", help="read the API key from the first line of FILE")
     serve.add_argument("--max-upload-mb", type=bounded(float, gt=0), default=512, metavar="N",
                        help="largest request body, file uploads included (default: 512)")
-    serve.add_argument("--database-url", metavar="URL", help="the job store (default: SQLite in $TUNEFORGE_HOME); "
+    serve.add_argument("--database-url", metavar="URL", help="the job store (default: $TUNEFORGE_DATABASE_URL, else "
+                       "SQLite in $TUNEFORGE_HOME); "
                        "postgresql://... lets workers on several machines share one queue")
     serve.add_argument("--no-worker", dest="worker", action="store_false",
                        help="do not train in this process (run `tuneforge worker` elsewhere)")
@@ -54,6 +56,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings(host=args.host, port=args.port, models=args.models or [DEFAULT_MODEL],
                               api_key_file=args.api_key_file, max_upload_mb=args.max_upload_mb,
-                              database_url=args.database_url, worker=args.worker)
+                              database_url=args.database_url or os.environ.get("TUNEFORGE_DATABASE_URL") or None, worker=args.worker)
     serve(settings)
     return 0
