@@ -14,7 +14,7 @@ import time
 from typing import Any, AsyncIterator, Literal, Union
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneforge.inference import GenerationRequest, GenerationResult
@@ -131,12 +131,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_chat_chunks(submission, ident, created, body.model, len(requests), include_usage))
     results = await generate(host, submission)
-    return {
+    return JSONResponse({
         "id": ident, "object": "chat.completion", "created": created, "model": body.model,
         "choices": [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None, "annotations": []},
                      "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)],
         "usage": _usage(results, 1, len(requests)), "service_tier": "default", "system_fingerprint": None,
-    }
+    })
 
 
 async def _chat_chunks(submission: Submission, ident: str, created: int, model: str, n: int,
@@ -176,11 +176,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_completion_chunks(submission, ident, created, body.model, len(prompts), n, include_usage))
     results = await generate(host, submission)
-    return {
+    return JSONResponse({
         "id": ident, "object": "text_completion", "created": created, "model": body.model, "system_fingerprint": None,
         "choices": [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)],
         "usage": _usage(results, len(prompts), n),
-    }
+    })
 
 
 def _completion_prompts(prompt: Any) -> list[dict[str, Any]]:

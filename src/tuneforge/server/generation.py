@@ -178,7 +178,8 @@ class ModelHost:
 
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(flat))
-        results = engine.generate(flat, on_token=on_token, batch_size=len(flat))
+        streaming = any(s.stream for s in ready)  # without a stream the engine need not decode text at every step
+        results = engine.generate(flat, on_token=on_token if streaming else None, batch_size=len(flat))
         grouped: dict[int, list[GenerationResult]] = {}
         for (submission, _), result in zip(owners, results):
             grouped.setdefault(id(submission), []).append(result)
