@@ -21,6 +21,8 @@ _EXPORTS = {
     "ModelEvaluation": "tuneforge.evaluate.run",
     "evaluate_model": "tuneforge.evaluate.run",
     "compare_models": "tuneforge.evaluate.compare",
+    "compare_sources": "tuneforge.evaluate.compare",
+    "evaluate_baselines": "tuneforge.evaluate.baselines",
     "MetricSpec": "tuneforge.evaluate.metrics",
     "InferenceEngine": "tuneforge.inference",
     "GenerationRequest": "tuneforge.inference",
