@@ -267,3 +267,14 @@ def test_the_worker_claims_no_more_than_its_concurrency(manager, good_file, tiny
     assert started == made[:2]  # FIFO, and the third waits for a free slot
     assert manager.get_job(made[2]).status == "queued"
     worker.children.clear()
+
+
+def test_start_training_queues_a_config(manager, tiny_model_dir, tmp_path):
+    from tuneforge.config import FineTuningConfig, make_config
+
+    data = tmp_path / "colors.jsonl"
+    data.write_bytes(_jsonl(make_rows(12)))
+    job = manager.start_training(FineTuningConfig(data=str(data), model=str(tiny_model_dir), epochs=2, method="full"))
+    assert job.status == "queued" and job.training_file == str(data) and job.run_dir == manager.runs_dir / job.id
+    assert job.config["model"] == str(tiny_model_dir) and "lora_r" not in job.config  # a method's options stay its own
+    assert make_config({**job.config, "resume": False}).method == "full"

@@ -173,7 +173,8 @@ class FineTuningManager:
             raise InvalidRequest("start_training starts a new run; resume a job with resume(job_id)", param="resume")
         job_id = ids.new_id(ids.JOB_PREFIX)
         config = with_absolute_paths(config.model_copy(update={"output": config.output or str(self.runs_dir / job_id)}))
-        values = config.model_dump(mode="json", exclude_unset=False)
+        values = {**config.model_dump(mode="json", exclude_unset=True), "model": config.model, "output": config.output,
+                  "seed": config.seed}
         hyper = {"n_epochs": _number(config.epochs), "batch_size": config.batch_size, "learning_rate_multiplier": 1.0}
         return self._queue(job_id, config.model, values, hyper, str(config.data), config.validation_data, None,
                            config.seed, None, None)
@@ -478,7 +479,7 @@ class FineTuningManager:
         resolved = {"n_epochs": _number(config.epochs), "batch_size": config.batch_size,
                     "learning_rate_multiplier": (float(multiplier) if multiplier != "auto"
                                                  else round(config.resolved_learning_rate / DEFAULT_LEARNING_RATE[config.method], 6))}
-        return config.model_dump(mode="json"), resolved
+        return config.model_dump(mode="json", exclude_unset=True), resolved  # only what was chosen: a method's options stay its own
 
     def _data_path(self, data: str | Path) -> Path:
         if isinstance(data, str) and ids.is_valid(data, ids.FILE_PREFIX):
