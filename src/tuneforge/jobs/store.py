@@ -25,6 +25,7 @@ from tuneforge.core.paths import tuneforge_home
 from tuneforge.core.status import RunStatus
 
 metadata = sa.MetaData()
+# Paths and model names are Text: PostgreSQL enforces VARCHAR lengths, and a path has none (SQLite ignores them).
 
 files = sa.Table(
     "files", metadata,
@@ -43,20 +44,20 @@ jobs = sa.Table(
     "jobs", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("status", sa.String(32), nullable=False, index=True),  # RunStatus words; interrupted = paused
-    sa.Column("model", sa.String(1024), nullable=False),  # the base model as the user named it
-    sa.Column("fine_tuned_model", sa.String(1024), nullable=True),
+    sa.Column("model", sa.Text, nullable=False),  # the base model as the user named it
+    sa.Column("fine_tuned_model", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("queued_at", sa.Float, nullable=True, index=True),  # FIFO: the time it (last) entered the queue
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
-    sa.Column("training_file", sa.String(64), nullable=False),
-    sa.Column("validation_file", sa.String(64), nullable=True),
+    sa.Column("training_file", sa.Text, nullable=False),
+    sa.Column("validation_file", sa.Text, nullable=True),
     sa.Column("hyperparameters", sa.JSON, nullable=False),
     sa.Column("method", sa.JSON, nullable=True),
     sa.Column("suffix", sa.String(64), nullable=True),
     sa.Column("seed", sa.Integer, nullable=False),
     sa.Column("config", sa.JSON, nullable=False),  # the FineTuningConfig values the run is made from
-    sa.Column("run_dir", sa.String(2048), nullable=False),
+    sa.Column("run_dir", sa.Text, nullable=False),
     sa.Column("error", sa.JSON, nullable=True),  # {code, message, param} when failed
     sa.Column("trained_tokens", sa.BigInteger, nullable=True),
     sa.Column("result_files", sa.JSON, nullable=False),
@@ -88,20 +89,20 @@ checkpoints = sa.Table(
     sa.Column("job_id", sa.String(64), nullable=False, index=True),
     sa.Column("step_number", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("path", sa.String(2048), nullable=False),  # relative to the run directory: checkpoints/step-NNNNNN
+    sa.Column("path", sa.Text, nullable=False),  # relative to the run directory: checkpoints/step-NNNNNN
     sa.Column("metrics", sa.JSON, nullable=False),
-    sa.Column("fine_tuned_model_checkpoint", sa.String(1024), nullable=False),
+    sa.Column("fine_tuned_model_checkpoint", sa.Text, nullable=False),
     sa.UniqueConstraint("job_id", "step_number"),
 )
 
 models = sa.Table(
     "models", metadata,
-    sa.Column("id", sa.String(1024), primary_key=True),
+    sa.Column("id", sa.Text, primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),  # base | fine-tuned
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("owned_by", sa.String(64), nullable=False),
     sa.Column("job_id", sa.String(64), nullable=True),
-    sa.Column("base", sa.String(1024), nullable=True),  # what the base resolves from (name or path)
+    sa.Column("base", sa.Text, nullable=True),  # what the base resolves from (name or path)
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
 )
 
