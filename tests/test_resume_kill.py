@@ -182,7 +182,7 @@ def test_full_fine_tuning_resumes_exactly(tiny_model_dir, session_dataset, tmp_p
         if event.get("type") == "train.step" and event["step"] == 8:
             raise Crash()
 
-    extra = dict(method="full", learning_rate=1e-3, epochs=2)
+    extra = dict(method="full", learning_rate=1e-3, epochs=2, lora_dropout=0.0)  # lora_dropout is a LoRA option: back to its default
     whole = FineTuningPipeline(make_config(config_values(session_dataset, tiny_model_dir, tmp_path / "whole", **extra))).train()
     values = config_values(session_dataset, tiny_model_dir, tmp_path / "resumed", **extra)
     with pytest.raises(Crash):
