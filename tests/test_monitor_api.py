@@ -106,3 +106,18 @@ def test_validate_results_reads_predictions_jsonl_rows_and_model_evaluations():
     evaluation = ModelEvaluation({}, {}, "classification", predictions=rows([("red", ""), ("blue", "blue")]))
     assert findings(evaluation)["empty_answers"].to_dict()["count"] == 1
     assert TrainingMonitor().validate_results([]) == []
+
+
+def test_a_run_checks_its_tuned_answers_into_results_json(lora_run):
+    """The pipeline runs validate_results on the tuned answers: results.json and events carry what it found."""
+    import json
+
+    from helpers import read_events
+    from tuneforge.train.result_checks import check_predictions
+
+    saved = json.loads((lora_run.run_dir / "results.json").read_text())
+    rows = [json.loads(line) for line in (lora_run.run_dir / "predictions.jsonl").read_text().splitlines()]
+    expected = [finding.to_dict() for finding in check_predictions(rows)]
+    assert saved["result_checks"] == expected
+    announced = [e["kind"] for e in read_events(lora_run.run_dir) if e["type"] == "results.checked"]
+    assert announced == [finding["kind"] for finding in expected]

@@ -80,6 +80,7 @@ class TrainingResult:
     cross_validation: dict[str, Any] | None = None  # K folds: per-fold and mean ± std scores (--cross-validation K)
     forgetting: dict[str, Any] | None = None  # general-text perplexity before/after: evaluate/forgetting.py
     error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
+    result_checks: list[dict[str, Any]] = field(default_factory=list)  # problems with the tuned answers: train/result_checks.py
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class TrainingResult:
             "baselines": self.baselines,
             "verdict": self.verdict,
             "error_analysis": self.error_analysis,
+            "result_checks": self.result_checks,
             "forgetting": self.forgetting,
             "cross_validation": self.cross_validation,
             "error": self.error,
@@ -432,6 +434,12 @@ class FineTuningPipeline:
             _write_predictions(run_dir, result.base, result.tuned)
             if result.tuned.predictions:
                 from tuneforge.evaluate.error_analysis import error_analysis
+                from tuneforge.train.result_checks import check_predictions
+
+                # Empty, echoed, collapsed or endless answers: what the scores alone do not say.
+                result.result_checks = [finding.to_dict() for finding in check_predictions(result.tuned.predictions)]
+                for finding in result.result_checks:
+                    notify("results.checked", **finding)
 
                 result.error_analysis = error_analysis(result.tuned.predictions, result.base.predictions if result.base else None,
                                                        result.tuned.task, inputs.labels)

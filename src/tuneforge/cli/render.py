@@ -112,6 +112,8 @@ class TrainingProgress:
             self._say(f"step {event['step']}: validation loss {event['validation_loss']:.4f}, token accuracy {event['validation_accuracy']:.3f}")
         elif kind == "issue.detected":
             self._say(issue_line(event))
+        elif kind == "results.checked":
+            self._say(f"[yellow]tuned answers, {event['kind']}: {event['message']} {event.get('suggestion', '')}[/yellow]")
         elif kind == "train.estimate":
             self._say(f"[cyan]{event['message']}[/cyan]")
         elif kind in ("train.resumed", "train.rollback", "train.rollback_refused", "train.early_stopped",
