@@ -28,7 +28,7 @@ test: setup setup-export browser
 test-all: setup setup-export browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The `export` extra: llama-cpp-python built from its pinned sdist (about 25-40 minutes on 2 cores; pip caches
+# The `export` extra: llama-cpp-python built from its pinned sdist (about 50 minutes on a busy 2-core machine; pip caches
 # the wheel) and its llama.cpp converters unpacked into the venv; onnxruntime-genai. Not on `make demo`'s path.
 # Where it cannot be built, the export tests that need it are skipped with the reason.
 LLAMA_CPP_PYTHON ?= 0.3.36

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+LLAMA_CPP_PYTHON = "0.3.36"
 RESULTS = ROOT / "bench" / "results"
 FORMATS = ["merged", "gguf:f16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "onnx:fp32", "onnx:int4"]
 
@@ -31,11 +32,11 @@ FORMATS = ["merged", "gguf:f16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "o
 def train_demo_run(directory: Path) -> Path:
     data = ROOT / "src" / "tuneforge" / "samples" / "customer_intents.jsonl"
     subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "finetune", "--data", str(data), "--epochs", "1",
-                    "--max-steps", "20", "--output", str(directory), "--json"], check=True, stdout=subprocess.DEVNULL)
+                    "--max-steps", "20", "--no-baselines", "--no-forgetting-check", "--max-eval-examples", "8", "--output", str(directory), "--json"], check=True, stdout=subprocess.DEVNULL)
     return directory
 
 
-def export_all(run_dir: Path, formats: list[str], out_root: Path) -> dict[str, Any]:
+def export_all(run_dir: Path, formats: list[str], out_root: Path, data: Path) -> dict[str, Any]:
     from tuneforge.core.errors import TuneforgeError
     from tuneforge.export import export_model
 
@@ -45,7 +46,7 @@ def export_all(run_dir: Path, formats: list[str], out_root: Path) -> dict[str, A
         started = time.perf_counter()
         try:
             result = export_model(run_dir, name, quantize=quantize or None, out_dir=out_root / spec.replace(":", "-"),
-                                  min_agreement=0.0)
+                                  min_agreement=0.0, data=data)
         except TuneforgeError as error:
             rows[spec] = {"error": str(error).splitlines()[0]}
             print(spec, "failed:", error, flush=True)
@@ -129,8 +130,8 @@ def onnx_speed(directory: Path, prompts: list[str], new_tokens: int) -> float:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["## Export: every format checked against the trained model", "",
              f"Measured by `bench/export_bench.py` on {report['machine']} ({report['cpus']} CPUs, shared with other work) "
-             f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on its "
-             f"{report['examples']} test examples. Export time excludes the parity check.", "",
+             f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on the first "
+             f"{report['examples']} of its test examples. Export time excludes the parity check.", "",
              "| format | size | export s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for spec, row in report["exports"].items():
@@ -147,6 +148,9 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{report['prompts']} test prompts (tokens/s, higher is better):", "",
                   "| engine | tokens/s |", "|---|---:|"]
         lines += [f"| {name} | {value:.1f} |" for name, value in report["speed"].items()]
+    if report.get("llama_build_seconds"):
+        lines += ["", f"Building llama-cpp-python {LLAMA_CPP_PYTHON} from its sdist (`make setup-export`, `GGML_NATIVE=off`, "
+                  f"2 build jobs, on this machine while other agents' work ran): {report['llama_build_seconds'] / 60:.0f} min."]
     return "\n".join(lines) + "\n"
 
 
@@ -156,19 +160,30 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/tuneforge-export-bench"))
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--examples", type=int, default=16, help="test examples the parity check runs on (the first N)")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--llama-build-seconds", type=float, default=None,
+                        help="how long `make setup-export`'s llama-cpp-python build took, for the table")
+    parser.add_argument("--add", action="store_true", help="add these formats' rows to bench/results/export.json")
+    parser.add_argument("--speed", default="torch,llama.cpp,onnx", help="which generation speeds to measure")
     args = parser.parse_args()
     run_dir = args.run or train_demo_run(args.out / "run")
-    exports = export_all(run_dir, args.formats.split(","), args.out / "exports")
+    lines = (run_dir / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()[: args.examples]
+    data = args.out / "parity-examples.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    exports = export_all(run_dir, args.formats.split(","), args.out / "exports", data)
     prompts = prompts_of(run_dir, args.prompts)
     speed: dict[str, float] = {}
-    measures = [("tuneforge torch (HF generate, fp32, adapter)", lambda: torch_speed(run_dir, prompts, args.new_tokens))]
+    measures = []
+    if "torch" in args.speed:
+        measures.append(("tuneforge torch (HF generate, fp32, adapter)", lambda: torch_speed(run_dir, prompts, args.new_tokens)))
     for spec, label in (("gguf:q8_0", "llama.cpp q8_0"), ("gguf:q4_k_m", "llama.cpp q4_k_m")):
-        if "dir" in exports.get(spec, {}):
+        if "dir" in exports.get(spec, {}) and "llama.cpp" in args.speed:
             path = next(Path(exports[spec]["dir"]).glob("model-*.gguf"))
             measures.append((label, lambda path=path: llama_cpp_speed(path, prompts, args.new_tokens)))
-    if "dir" in exports.get("onnx:int4", {}):
+    if "dir" in exports.get("onnx:int4", {}) and "onnx" in args.speed:
         measures.append(("ONNX Runtime GenAI int4", lambda: onnx_speed(Path(exports["onnx:int4"]["dir"]), prompts, args.new_tokens)))
     for label, measure in measures:
         try:
@@ -176,10 +191,17 @@ def main() -> None:
         except Exception as error:  # a missing engine is reported, not fatal to the other figures
             print(label, "failed:", error, flush=True)
         print(label, speed.get(label), flush=True)
+    if args.add and (RESULTS / "export.json").is_file():
+        before = json.loads((RESULTS / "export.json").read_text())
+        exports, speed = {**before["exports"], **exports}, {**before["speed"], **speed}
+        exports = {spec: exports[spec] for spec in FORMATS + [s for s in exports if s not in FORMATS] if spec in exports}
     first = next((row for row in exports.values() if "parity" in row), None)
     report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "exports": exports,
               "speed": speed, "new_tokens": args.new_tokens, "prompts": len(prompts),
-              "examples": first["parity"]["examples"] if first else 0}
+              "examples": first["parity"]["examples"] if first else 0,
+              "llama_build_seconds": args.llama_build_seconds}
+    if args.add and (RESULTS / "export.json").is_file() and args.llama_build_seconds is None:
+        report["llama_build_seconds"] = before.get("llama_build_seconds")
     text = markdown(report)
     print(text)
     if not args.no_write:

@@ -139,12 +139,14 @@ def convert_lora(adapter_dir: Path, base_dir: Path, outfile: Path, outtype: str)
 
 def quantize(source: Path, target: Path, quantization: str) -> None:
     """``llama_model_quantize`` of a float GGUF to ``quantization`` (q8_0, q4_k_m, ...)."""
+    import ctypes
+
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantization.upper()}")
     params.nthread = max(1, (os.cpu_count() or 1))
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if code != 0:
         raise ExportError(f"llama.cpp could not quantize {source.name} to {quantization} (error {code}); "
                           "try q8_0 or f16")
