@@ -66,7 +66,7 @@ class ModelHost:
     """One served base model: lazily loaded, one generation thread, an adapter LRU, a batching queue."""
 
     def __init__(self, name: str, load: Callable[[], tuple[Any, Any]], max_batch: int = 16,
-                 batch_window_ms: float = 20.0, max_loaded_adapters: int = 8, batch_gap_ms: float = 2.0) -> None:
+                 batch_window_ms: float = 20.0, max_loaded_adapters: int = 8, batch_gap_ms: float = 1.0) -> None:
         self.name = name
         self._load = load
         self.max_batch = max_batch

@@ -52,7 +52,7 @@ class ServerSettings:
     worker: bool = True
     home: Path | None = None
     batch_window_ms: float = 20.0
-    batch_gap_ms: float = 2.0
+    batch_gap_ms: float = 1.0
     max_batch: int = 16
     max_loaded_adapters: int = 8
     default_max_tokens: int = 256
