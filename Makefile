@@ -35,9 +35,14 @@ LLAMA_CPP_PYTHON ?= 0.3.36
 EXPORT_STAMP := $(VENV)/.tuneforge-export
 setup-export: $(EXPORT_STAMP)
 
+# The wheel built from the sdist is kept in $(WHEELHOUSE), so later set-ups on this machine (a new clone, CI)
+# install it in seconds instead of compiling llama.cpp again; pip's own cache does not keep it across build flags.
+WHEELHOUSE ?= $(HOME)/.cache/tuneforge/wheels
 $(EXPORT_STAMP): $(STAMP)
-	@(CMAKE_ARGS="-DGGML_NATIVE=off -DLLAMA_BUILD_TESTS=off -DLLAMA_BUILD_EXAMPLES=off -DLLAMA_BUILD_TOOLS=off -DLLAMA_CURL=off" \
-		$(BIN)/pip install --quiet --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_PYTHON)" && \
+	@((ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DGGML_NATIVE=off -DLLAMA_BUILD_TESTS=off -DLLAMA_BUILD_EXAMPLES=off -DLLAMA_BUILD_TOOLS=off -DLLAMA_CURL=off" \
+		$(BIN)/pip wheel --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_PYTHON)" -w $(WHEELHOUSE)) && \
+		$(BIN)/pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl && \
 		$(BIN)/pip install --quiet -e ".[export]" && \
 		rm -rf $(VENV)/share/tuneforge/sdist && mkdir -p $(VENV)/share/tuneforge/sdist && \
 		$(BIN)/pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$(LLAMA_CPP_PYTHON)" -d $(VENV)/share/tuneforge/sdist && \
