@@ -229,3 +229,44 @@ def test_tuneforge_serve_command_serves_and_stops_on_sigint(tiny_model_dir: Path
     assert process.returncode in (0, 130), output
     assert "Traceback" not in output, output
     assert f"http://127.0.0.1:{port}/v1" in output
+
+
+@pytest.mark.slow
+def test_sdk_job_whose_process_is_sigkilled_resumes_by_itself_to_the_uninterrupted_adapter(client, server, training_file) -> None:
+    """Through the SDK: a job's training process is SIGKILLed mid-training; the job continues from its last
+    checkpoint by itself and ends with exactly the adapter of the same job run without interruption."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    _, manager = server
+    settings = {**FAST_JOB, "saving_strategy": "steps", "save_steps": 4}
+
+    def create():
+        return client.fine_tuning.jobs.create(model="tiny-llama", training_file=training_file.id, seed=5,
+                                              hyperparameters={"n_epochs": 8}, extra_body={"tuneforge": settings})
+
+    def wait(job_id: str, done=lambda job: job.status in ("succeeded", "failed", "cancelled")):
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while time.monotonic() < deadline:
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            if done(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not get there in {JOB_TIMEOUT} s")
+
+    reference = wait(create().id)
+    assert reference.status == "succeeded", reference.error
+    job = create()
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    os.kill(manager.store.get_job(job.id)["pid"], signal.SIGKILL)
+    final = wait(job.id)
+    assert final.status == "succeeded", final.error
+    assert any("SIGKILL" in event.message for event in client.fine_tuning.jobs.list_events(job.id, limit=100))
+    expected = load_file(str(manager.get_job(reference.id).run_dir / "adapter" / "adapter_model.safetensors"))
+    got = load_file(str(manager.get_job(job.id).run_dir / "adapter" / "adapter_model.safetensors"))
+    assert expected.keys() == got.keys() and all((expected[key] == got[key]).all() for key in expected)
