@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 def tuneforge_home() -> Path:
@@ -45,13 +45,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see old or new, never half."""
+def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` to ``path`` through a temporary file, fsync and a rename; return the bytes written.
+
+    Readers see the old file or the new one, never half of it. If iterating ``chunks`` raises (a
+    size limit, a broken upload), the temporary file is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    size = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                size += len(chunk)
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -59,6 +66,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return size
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_chunks`` of ``text`` as UTF-8."""
+    atomic_write_chunks(path, [text.encode("utf-8")])
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

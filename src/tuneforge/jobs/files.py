@@ -10,13 +10,11 @@ refuses it).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
-from tuneforge.core.paths import fsync_dir
+from tuneforge.core.paths import atomic_write_chunks
 from tuneforge.jobs.errors import InvalidRequest, NotFound, PayloadTooLarge
 from tuneforge.jobs.ids import FILE_PREFIX, check_id, new_id
 from tuneforge.jobs.objects import StoredFile, paginate, Page
@@ -100,25 +98,16 @@ class FileStore:
 
     def _write(self, content: bytes | IO[bytes], path: Path) -> int:
         """Write ``content`` to ``path`` atomically, refusing more than ``max_bytes`` as it streams."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.directory)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in _chunks(content):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise PayloadTooLarge(f"the file is larger than the upload limit of {self.max_bytes:,} bytes",
-                                              param="file")
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(self.directory)
-        return size
+        def limited() -> Iterator[bytes]:
+            size = 0
+            for chunk in _chunks(content):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise PayloadTooLarge(f"the file is larger than the upload limit of {self.max_bytes:,} bytes",
+                                          param="file")
+                yield chunk
+
+        return atomic_write_chunks(path, limited())
 
     def _check(self, path: Path, filename: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The data doctor's findings for ``path``, with the stored path replaced by the user's file name."""
