@@ -29,7 +29,7 @@ from tuneforge.model.loss import mean_label_loss
 from tuneforge.model.methods import get_method
 from tuneforge.model.precision import forward_context, resolve_precision
 from tuneforge.train.loop import accumulate_gradients
-from tuneforge.train.objectives import bind, get_objective
+from tuneforge.train.objectives import run_loss_sums
 from tuneforge.train.optim import build_optimizer, plan_steps
 
 WARMUP_STEPS = 1  # untimed: the first pass pays for kernel selection and allocator growth
@@ -107,7 +107,7 @@ def measure_training_speed(model: Any, items: Sequence[Any], config: FineTuningC
         return SpeedSample(None, 0, 0.0, 0)
     device = next(model.parameters()).device.type
     precision = resolve_precision(config.precision, device)
-    loss_sums = bind(get_objective(config.objective), get_method(config.method).forward_through_wrapper)
+    loss_sums = run_loss_sums(config)
     lengths = [len(item.input_ids) for item in items]
     batches = epoch_batches(lengths, config.batch_size, config.seed, 0)
     accumulation = config.gradient_accumulation_steps
@@ -136,7 +136,7 @@ def measure_evaluation_speed(model: Any, items: Sequence[Any], config: FineTunin
     if not items:
         return None
     device = next(model.parameters()).device.type
-    loss_sums = bind(get_objective(config.objective), get_method(config.method).forward_through_wrapper)
+    loss_sums = run_loss_sums(config)
     sample = list(items[: config.batch_size * (EVAL_BATCHES + 1)])
     batches = list(iter_eval_batches(sample, config.batch_size, pad_token_id))
     with _Preserved(model):  # as fit evaluates: no autocast, the weights' own dtype

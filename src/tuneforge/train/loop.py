@@ -44,7 +44,7 @@ from tuneforge.train.checkpoint import (
     verify_checkpoint,
 )
 from tuneforge.train.monitor import Issue, MonitorSettings, TrainingMonitor
-from tuneforge.train.objectives import bind, get_objective
+from tuneforge.train.objectives import run_loss_sums
 from tuneforge.train.optim import build_optimizer, build_scheduler, default_warmup, plan_steps
 from tuneforge.train.signals import GracefulStop
 from tuneforge.train.state import TrainState, data_fingerprint
@@ -178,7 +178,7 @@ class _Run:
         self.device = next(model.parameters()).device.type
         self.precision = resolve_precision(config.precision, self.device)
         # The objective computes the loss; the method says whether it must run the wrapper's forward.
-        self.loss_sums = bind(get_objective(config.objective), get_method(config.method).forward_through_wrapper)
+        self.loss_sums = run_loss_sums(config)
         self.lengths = [len(item.input_ids) for item in train_set.items]
         self.n_batches = math.ceil(len(self.lengths) / config.batch_size)
         self.accumulation = config.gradient_accumulation_steps

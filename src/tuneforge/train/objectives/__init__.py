@@ -56,4 +56,11 @@ def bind(objective: Objective, through_wrapper: bool) -> Callable[[Any, dict[str
     return lambda model, batch: objective(model, batch, through_wrapper=through_wrapper)
 
 
-__all__ = ["OBJECTIVES", "Objective", "bind", "check_objective", "get_objective", "sft"]
+def run_loss_sums(config: Any) -> Callable[[Any, dict[str, Any]], LossSums]:
+    """``loss_sums(model, batch)`` of a run: its ``config.objective``, through the wrapper when its method needs it."""
+    from tuneforge.model.methods import get_method
+
+    return bind(get_objective(config.objective), get_method(config.method).forward_through_wrapper)
+
+
+__all__ = ["OBJECTIVES", "Objective", "bind", "check_objective", "get_objective", "run_loss_sums", "sft"]
