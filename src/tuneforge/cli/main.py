@@ -207,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
                           help="answer length limit (default: 64)")
     evaluate.add_argument("--predictions", metavar="JSONL", help="also write every prediction to this file")
+    evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
+                          help="score only the model (and, with --adapter, its base): no few-shot or retrieval baselines")
+    evaluate.add_argument("--train", metavar="FILE", default=None,
+                          help="the examples baselines draw their shots from (default: the --adapter run's data/train.jsonl); "
+                          "examples equal to one of --data are left out")
+    evaluate.add_argument("--shots", type=config_value("baseline_shots"), default=5, metavar="K",
+                          help="training examples in a baseline's prompt (default: 5)")
+    evaluate.add_argument("--retriever", choices=["bm25"], default="bm25",
+                          help="how retrieval few-shot finds the training examples most like each input (default: bm25)")
+    evaluate.add_argument("--seed", type=int, default=None, help="the few-shot draw (default: the run's seed, else 42)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -345,24 +355,25 @@ def _run_finetune(config: Any, as_json: bool) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.cli import render
     from tuneforge.data.manager import TrainingDataManager
-    from tuneforge.evaluate.run import evaluate_model
-    from tuneforge.runs import load_trained
+    from tuneforge.evaluate.worth_it import evaluate_with_baselines
 
     examples, _ = TrainingDataManager(args.data_format, args.text_template).load(args.data)
     if args.max_examples is not None:
         examples = examples[: args.max_examples]
-    model, tokenizer, description = load_trained(args.adapter, args.model)
-    with render.Spinner(f"evaluating {description} on {len(examples)} examples", enabled=not args.json):
-        evaluation = evaluate_model(model, tokenizer, examples, max_length=args.max_length,
-                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    train = TrainingDataManager(args.data_format, args.text_template).load(args.train)[0] if args.train else None
+    what = f"{args.adapter or args.model or 'the base model'}" + (" with the base and prompting baselines" if args.baselines else "")
+    with render.Spinner(f"evaluating {what} on {len(examples)} examples", enabled=not args.json):
+        found = evaluate_with_baselines(examples, adapter=args.adapter, model=args.model, train=train, baselines=args.baselines,
+                                        shots=args.shots, retriever=args.retriever, seed=args.seed, max_length=args.max_length,
+                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     if args.predictions:
         from tuneforge.core.paths import atomic_write_text
 
-        atomic_write_text(Path(args.predictions), "".join(json.dumps(p) + "\n" for p in evaluation.predictions))
+        atomic_write_text(Path(args.predictions), "".join(json.dumps(p) + "\n" for p in found.evaluation.predictions))
     if args.json:
-        print(json.dumps({"model": description, **evaluation.to_dict()}, indent=2))
+        print(json.dumps(found.to_dict(), indent=2))
     else:
-        render.evaluation(description, evaluation.to_dict())
+        render.evaluation_with_baselines(found.to_dict())
     return 0
 
 

@@ -188,41 +188,16 @@ def _fmt(value: Any) -> str:
 
 def results(result: dict[str, Any]) -> None:
     """The base-vs-baselines-vs-tuned table, the verdict and the training figures of a finished run."""
-    from tuneforge.evaluate.compare import compare_models
-
     if result.get("cross_validation"):
         cross_validation(result["cross_validation"])
         out.print(f"run directory: [bold]{result['run_dir']}[/bold]  (results.json; each fold's run in fold-<i>/)")
         return
-    base, tuned = result.get("base"), result.get("tuned")
-    baselines = result.get("baselines") or {}
-    resources_of = dict((result.get("evaluation") or {}))
-    scores = {name: values for name, values in (("base", base),) if values}
-    labels = {"base": "base", "tuned": "tuned"}
-    for name, baseline in baselines.items():
-        scores[name], labels[name] = baseline.get("performance") or {}, baseline.get("label", name)
-        resources_of[name] = baseline.get("resources")
-    if tuned:
-        scores["tuned"] = tuned
-    if scores:
-        also = " and prompting baselines" if baselines else ""
-        table = Table(title=f"base vs tuned{also} on the held-out test split ({result.get('task')})")
-        table.add_column("metric")
-        for name in scores:
-            table.add_column(labels[name], justify="right")
-        change = base is not None and tuned is not None
-        if change:
-            table.add_column("tuned − base", justify="right")
-        for row in compare_models(scores):
-            cells = [row["metric"]] + [_fmt(row.get(name)) for name in scores]
-            if change:
-                cells.append(f"{row['tuned'] - row['base']:+.4f}" if row.get("base") is not None and row.get("tuned") is not None else "")
-            table.add_row(*cells)
-        for key, label in (("prompt_tokens_per_request", "prompt tokens / request"), ("seconds_per_request", "seconds / request")):
-            values = [(resources_of.get(name) or {}).get(key) for name in scores]
-            if any(value is not None for value in values):
-                table.add_row(f"[dim]{label}[/dim]", *[_fmt(value) for value in values], *([""] if change else []))
-        out.print(table)
+    columns = [("base", "base", result.get("base"), (result.get("evaluation") or {}).get("base"))]
+    columns += [(name, b.get("label", name), b.get("performance"), b.get("resources"))
+                for name, b in (result.get("baselines") or {}).items()]
+    columns.append(("tuned", "tuned", result.get("tuned"), (result.get("evaluation") or {}).get("tuned")))
+    also = " and prompting baselines" if result.get("baselines") else ""
+    scores_table(f"base vs tuned{also} on the held-out test split ({result.get('task')})", columns)
     verdict = result.get("verdict")
     if verdict:
         colour = "green" if verdict.get("worth_it") else "yellow"
@@ -259,6 +234,34 @@ def results(result: dict[str, Any]) -> None:
     out.print(f"run directory: [bold]{result['run_dir']}[/bold]  (results.json, predictions.jsonl, adapter/ or model/)")
 
 
+def scores_table(title: str, columns: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+    """One table of every metric of ``columns`` (name, label, performance, resources), best in bold; a
+    "tuned − base" column when both are there; prompt tokens and seconds per request under it."""
+    from tuneforge.evaluate.compare import compare_models
+
+    columns = [column for column in columns if column[2]]
+    if not columns:
+        return
+    names = [name for name, *_ in columns]
+    change = "base" in names and "tuned" in names
+    table = Table(title=title)
+    table.add_column("metric")
+    for _, label, _, _ in columns:
+        table.add_column(label, justify="right")
+    if change:
+        table.add_column("tuned − base", justify="right")
+    for row in compare_models({name: performance for name, _, performance, _ in columns}):
+        cells = [row["metric"]] + [("[bold]" if row.get("best") == name else "") + _fmt(row.get(name)) for name in names]
+        if change:
+            cells.append(f"{row['tuned'] - row['base']:+.4f}" if row.get("base") is not None and row.get("tuned") is not None else "")
+        table.add_row(*cells)
+    for key, label in (("prompt_tokens_per_request", "prompt tokens / request"), ("seconds_per_request", "seconds / request")):
+        values = [(resources or {}).get(key) for *_, resources in columns]
+        if any(value is not None for value in values):
+            table.add_row(f"[dim]{label}[/dim]", *[_fmt(value) for value in values], *([""] if change else []))
+    out.print(table)
+
+
 def evaluation(description: str, data: dict[str, Any]) -> None:
     table = Table(title=f"{description} ({data['task']})")
     table.add_column("metric")
@@ -268,6 +271,32 @@ def evaluation(description: str, data: dict[str, Any]) -> None:
     for key, value in data["resources"].items():
         table.add_row(key, _fmt(value))
     out.print(table)
+
+
+def evaluation_with_baselines(data: dict[str, Any]) -> None:
+    """``tuneforge eval``: the model beside its base and the prompting baselines (when scored), and the verdict."""
+    if data.get("base") is None and not data.get("baselines"):
+        evaluation(data["model"], data)
+        if data.get("baselines_skipped"):
+            note(f"baselines skipped: {data['baselines_skipped']}")
+        return
+    trained = data.get("base") is not None
+    columns = [("base", "base zero-shot", (data["base"] if trained else data)["performance"],
+                (data["base"] if trained else data)["resources"])]
+    columns += [(name, b.get("label", name), b.get("performance"), b.get("resources")) for name, b in data["baselines"].items()]
+    if trained:
+        columns.append(("tuned", "this model", data["performance"], data["resources"]))
+    scores_table(f"{data['model']} ({data['task']}): {data['resources'].get('examples')} examples", columns)
+    if data.get("baselines_skipped"):
+        note(f"baselines skipped: {data['baselines_skipped']}")
+    elif data.get("baselines"):
+        shots = next(iter(data["baselines"].values())).get("shots")
+        pool = data.get("pool") or {}
+        dropped = f", {pool['dropped_as_scored']} left out as equal to a scored example" if pool.get("dropped_as_scored") else ""
+        note(f"baselines: the base model with {shots} examples of {pool.get('examples')} training examples in the prompt{dropped}")
+    if data.get("verdict"):
+        colour = "green" if data["verdict"].get("worth_it") else "yellow"
+        out.print(f"[{colour}]verdict: {data['verdict']['message']}[/{colour}]", soft_wrap=True)
 
 
 def comparison(data: dict[str, Any], paths: dict[str, Any]) -> None:
