@@ -23,7 +23,9 @@ class TrainingExample:
     - ``TrainingExample(messages=[{"role": "user", ...}, {"role": "assistant", ...}])``
     - ``TrainingExample(input="q", output="a")`` and ``TrainingExample(prompt="q", completion="a")``
       (both with an optional ``system``): a user turn and the assistant's answer;
-    - ``TrainingExample(text="...")``: raw text, every token trained.
+    - ``TrainingExample(text="...")``: raw text, every token trained;
+    - any chat example plus ``rejected="..."``: a preference pair (DPO, ORPO), whose final assistant
+      turn is the chosen answer and ``rejected`` the answer that should lose to it.
 
     ``input`` and ``output`` read back as properties (the last user turn, the final answer).
     """
@@ -32,6 +34,7 @@ class TrainingExample:
     text: str | None
     metadata: dict[str, Any]
     source: str
+    rejected: str | None  # a preference pair's rejected answer (the chosen one is the final assistant turn)
 
     def __init__(
         self,
@@ -45,11 +48,13 @@ class TrainingExample:
         prompt: str | None = None,
         completion: str | None = None,
         system: str | None = None,
+        rejected: str | None = None,
     ) -> None:
         self.messages = messages if messages is not None else []
         self.text = text
         self.metadata = metadata if metadata is not None else {}
         self.source = source
+        self.rejected = rejected
         pair = _pair_of(input, output, prompt, completion)
         if pair is None and system is not None:
             raise DatasetError("TrainingExample(system=...) needs input/output or prompt/completion beside it; "
@@ -72,6 +77,11 @@ class TrainingExample:
     @property
     def is_text(self) -> bool:
         return self.text is not None
+
+    @property
+    def is_preference(self) -> bool:
+        """A preference pair: the final assistant turn is the chosen answer, ``rejected`` the other one."""
+        return self.rejected is not None
 
     @property
     def prompt_messages(self) -> list[dict[str, Any]]:
@@ -101,7 +111,10 @@ class TrainingExample:
 
     def to_dict(self) -> dict[str, Any]:
         """The example as a JSON-able row in chat or text format."""
-        row: dict[str, Any] = {"text": self.text} if self.is_text else {"messages": self.messages}
+        if self.is_preference:  # the preference row format, so a run's data snapshot reads back as pairs
+            row: dict[str, Any] = {"messages": self.prompt_messages, "chosen": self.output, "rejected": self.rejected}
+        else:
+            row = {"text": self.text} if self.is_text else {"messages": self.messages}
         if self.metadata:
             row["metadata"] = self.metadata
         return row

@@ -7,6 +7,8 @@
 | `prompt_completion` | prompt, completion                        | user: prompt / assistant: completion     |
 | `input_output`      | input, output (system optional)           | user: input / assistant: output          |
 | `text`              | text                                      | raw text, every token trained            |
+| `preference`        | prompt or messages, chosen, rejected      | a preference pair (DPO, ORPO)            |
+| `openai_preference` | input.messages, preferred_output, non_preferred_output | the same, OpenAI's DPO format |
 
 Any other columns can be used through a ``text_template`` such as ``"{question}\\n{answer}"``.
 To add a format: a new file here building a ``RowFormat`` and calling ``ROW_FORMATS.register``,
@@ -26,7 +28,7 @@ from tuneforge.data.row_formats.base import OPTIONAL_KEYS, RowFormat, check_row_
 ROW_FORMATS.set_check(check_row_format)
 
 # The built-in formats register themselves on import (after the check is installed).
-from tuneforge.data.row_formats import chat, input_output, instruction, prompt_completion, text  # noqa: E402,F401
+from tuneforge.data.row_formats import chat, input_output, instruction, preference, prompt_completion, text  # noqa: E402,F401
 from tuneforge.data.row_formats.chat import MESSAGE_KEYS  # noqa: E402
 
 AUTO = "auto"
