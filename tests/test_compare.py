@@ -96,3 +96,37 @@ def test_cli_compare_fails_on_a_regression(lora_run, tiny_model_dir, tmp_path, c
     assert "paired tests on accuracy" in capsys.readouterr().out and (tmp_path / "b" / "compare.html").is_file()
     assert main(["compare", base, "--fail-if-worse", "0.1", "--data", str(lora_run.run_dir / "data" / "test.jsonl")]) == 1
     assert "--baseline" in capsys.readouterr().err
+
+
+def test_ft_model_ids_compare_through_the_manager_with_the_same_code(lora_run, tiny_model_dir, tmp_path, capsys):
+    import shutil
+    import time
+
+    from tuneforge.cli.main import main
+    from tuneforge.jobs import FineTuningManager
+
+    home = tmp_path / "home"
+    manager = FineTuningManager(home=home)
+    upload = manager.upload_file((lora_run.run_dir / "data" / "train.jsonl").read_bytes(), "train.jsonl")
+    job = manager.create_job(upload.id, model=str(tiny_model_dir))
+    shutil.copytree(lora_run.run_dir, job.run_dir, dirs_exist_ok=True)  # as if the job had trained this run
+    name = manager.fine_tuned_name(job)
+    manager.store.upsert_model({"id": name, "kind": "fine-tuned", "created": time.time(), "owned_by": "org-local",
+                                "job_id": job.id, "base": str(tiny_model_dir)})
+    test = lora_run.run_dir / "data" / "test.jsonl"
+    found = manager.compare_models([name, str(tiny_model_dir)], test, max_new_tokens=4)
+    direct = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], test, max_new_tokens=4)
+    # FineTuningManager.compare_models and compare_sources are one code path: the same figures and tests.
+    assert found["evaluations"][name] == pytest.approx(direct.performances[lora_run.run_dir.name])
+    assert found["pairs"][0]["p_value"] == direct.pairs[0]["p_value"] and found["table"]
+    fine_tuned = found["comparison"].contenders[0]
+    assert fine_tuned.kind == "fine-tuned" and fine_tuned.run_dir == job.run_dir  # its training curves are drawn
+    manager.store.dispose()
+
+    out = tmp_path / "cmp"
+    args = ["compare", name, str(tiny_model_dir), "--data", str(test), "--home", str(home), "--max-new-tokens", "4"]
+    assert main(args + ["--json", "--out", str(out)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [m["kind"] for m in shown["models"]] == ["fine-tuned", "model"] and "training loss" in (out / "compare.html").read_text()
+    assert main(["compare", "ft:nothing:x:ftjob-" + "0" * 24, str(tiny_model_dir), "--data", str(test), "--home", str(home)]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -12,6 +12,10 @@ examples:
   tuneforge compare runs/a runs/b                          on runs/a's test split
   tuneforge compare smollm2-135m-instruct runs/a --data test.jsonl
   tuneforge compare runs/main runs/candidate --baseline runs/main --fail-if-worse 0.02   (CI: exit 1 on a regression)
+  tuneforge compare ft:smollm2-135m-instruct::ftjob-abc runs/a/checkpoints/step-40 smollm2-135m-instruct --data test.jsonl
+
+a RUN_OR_MODEL is a run directory, a checkpoint (RUN/checkpoints/step-N), a base model name or
+directory, or a model id of the job store (ft:… of a fine-tuning job, …:ckpt-step-N of its checkpoints).
 
 per pair: McNemar's exact test on which examples each model answers right (label match for label
 tasks, exact match otherwise) and a paired bootstrap 95 % confidence interval of the difference.
@@ -25,6 +29,7 @@ exit status: 0 no regression; 1 a model is worse than --baseline by more than --
 def add_compare_command(subparsers: Any) -> None:
     """Register ``compare`` on the ``tuneforge`` sub-command parser."""
     from tuneforge.cli.flags import bounded, config_value
+    from tuneforge.cli.jobs_commands import _store_flags
 
     compare = subparsers.add_parser(
         "compare", help="compare runs, checkpoints and base models on the same data, with significance tests",
@@ -32,7 +37,7 @@ def add_compare_command(subparsers: Any) -> None:
         "examples: one table of every metric, a paired significance test per pair, per-example differences.",
         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compare.add_argument("sources", nargs="+", metavar="RUN_OR_MODEL", help="run directories, checkpoints or model names")
+    compare.add_argument("sources", nargs="+", metavar="RUN_OR_MODEL", help="run directories, checkpoints, model names or ft: model ids of the job store")
     compare.add_argument("--data", default=None, metavar="FILE", help="the examples (default: the first run's test split)")
     compare.add_argument("--metric", default="accuracy", metavar="NAME",
                          help="the metric of the pairwise differences and --fail-if-worse (default: accuracy; "
@@ -46,20 +51,27 @@ def add_compare_command(subparsers: Any) -> None:
     compare.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
                          help="answer length limit (default: 64)")
     compare.add_argument("--json", action="store_true", help="print comparison.json instead of tables")
+    _store_flags(compare)
     compare.set_defaults(handler=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from tuneforge.cli import render
     from tuneforge.core.errors import ConfigError
+    from tuneforge.cli.jobs_commands import _manager
     from tuneforge.evaluate.compare import compare_sources, write_comparison
+    from tuneforge.jobs.manager import is_store_model_id
 
     if args.fail_if_worse is not None and args.baseline is None:
         raise ConfigError(["--fail-if-worse needs --baseline RUN (the model the others are checked against)"])
+    options = dict(metric=args.metric, baseline=args.baseline, fail_if_worse=args.fail_if_worse, max_examples=args.max_examples,
+                   max_new_tokens=args.max_new_tokens)
     with render.Spinner(f"comparing {len(args.sources)} models", enabled=not args.json):
-        comparison = compare_sources(args.sources, data=args.data, metric=args.metric, baseline=args.baseline,
-                                     fail_if_worse=args.fail_if_worse, max_examples=args.max_examples,
-                                     max_new_tokens=args.max_new_tokens)
+        if any(is_store_model_id(source) for source in args.sources):
+            # ft: model ids live in the job store: the manager's compare_models, the same code with its resolver.
+            comparison = _manager(args).compare_models(args.sources, args.data, **options)["comparison"]
+        else:
+            comparison = compare_sources(args.sources, data=args.data, **options)
     out = Path(args.out) if args.out else Path(f"compare-{comparison.contenders[0].name.replace('/', '-')}")
     paths = write_comparison(comparison, out)
     if args.json:

@@ -145,7 +145,7 @@ class Contender:
 
     name: str
     source: str
-    kind: str  # "model", "run" or "checkpoint"
+    kind: str  # "model", "run", "checkpoint" or "fine-tuned" (an ``ft:`` model id of the jobs store)
     run_dir: Path | None = None  # the run it belongs to (training curves, default test data)
     weights: Path | None = None  # what load_trained loads on top of the base (None: the base model itself)
     base_model: str | None = None
@@ -223,19 +223,21 @@ def unique_names(contenders: list[Contender]) -> list[Contender]:
 
 def compare_sources(sources: Sequence[str], data: str | Path | None = None, metric: str = "accuracy",
                     baseline: str | None = None, fail_if_worse: float | None = None, max_examples: int | None = None,
-                    on_model: Callable[[str, int], None] | None = None, **evaluation_args: Any) -> Comparison:
+                    on_model: Callable[[str, int], None] | None = None,
+                    resolve: Callable[[str], Contender | None] | None = None, **evaluation_args: Any) -> Comparison:
     """Evaluate every source (run directory, checkpoint or base model name) on the same examples and compare.
 
     ``data`` defaults to the first run's test split. ``metric`` is the one the regression check and
     the per-pair difference use (falls back to exact_match for free-text data). ``baseline`` (a
     source or its name) with ``fail_if_worse`` lists in ``regressions`` every model worse than it by
     more than that. ``evaluation_args`` go to ``evaluate_model``; ``on_model(name, examples)`` is
-    told before each evaluation.
+    told before each evaluation. ``resolve(source)`` names what a source is before the file system is
+    asked (the jobs store resolves ``ft:`` model ids and checkpoint ids so); None: not its kind.
     """
     from tuneforge.data.manager import TrainingDataManager
     from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 
-    contenders = unique_names([resolve_contender(source) for source in sources])
+    contenders = unique_names([(resolve(source) if resolve else None) or resolve_contender(source) for source in sources])
     path = Path(data) if data else default_test_data(contenders)
     examples, _ = TrainingDataManager().load(path)
     examples = examples[:max_examples] if max_examples else examples

@@ -351,12 +351,41 @@ class FineTuningManager:
         model, tokenizer, _ = load_trained(weights, base)
         return evaluate_model(model, tokenizer, examples, **options)
 
-    def compare_models(self, model_ids: Sequence[str], data: str | Path, **options: Any) -> dict[str, Any]:
-        """Evaluate every model id on the same ``data``: ``{"evaluations": {id: performance}, "table": rows}``."""
-        from tuneforge.evaluate.compare import compare_models
+    def compare_models(self, model_ids: Sequence[str], data: str | Path | None = None, **options: Any) -> dict[str, Any]:
+        """Evaluate every model id on the same ``data`` with ``tuneforge compare``'s code (``evaluate.compare.compare_sources``).
 
-        evaluations = {model_id: self.evaluate_model(model_id, data, **options).performance for model_id in model_ids}
-        return {"evaluations": evaluations, "table": compare_models(evaluations)}
+        ``data``: a path or an uploaded file id (default: the first job's test split). ``options`` go to
+        ``compare_sources`` (``metric``, ``baseline``, ``fail_if_worse``, ``max_examples`` and
+        ``evaluate_model``'s settings). Returns ``Comparison.to_dict()`` (table, pairs with McNemar's test
+        and the bootstrap interval, regressions) with ``evaluations`` (id -> performance) and ``comparison``
+        (the ``Comparison`` itself, for ``write_comparison``).
+        """
+        from tuneforge.evaluate.compare import compare_sources
+
+        comparison = compare_sources(model_ids, self._data_path(data) if data is not None else None,
+                                     resolve=self.compare_contender, **options)
+        return {"evaluations": comparison.performances, **comparison.to_dict(), "comparison": comparison}
+
+    def compare_contender(self, model_id: str) -> Any:
+        """A model id of this store (fine-tuned ``ft:…``, checkpoint ``…:ckpt-step-N``, base) as an
+        ``evaluate.compare.Contender`` (its weights, base and run directory), or None when the store does not know it."""
+        from tuneforge.evaluate.compare import Contender
+
+        try:
+            base, weights = self.resolve_model(model_id)
+        except NotFound:
+            if is_store_model_id(model_id):
+                raise  # an ft: id or a checkpoint id this store does not (or no longer) know: say so
+            return None  # a run directory, a model name: the file system's business
+        if weights is None:
+            return Contender(name=model_id, source=model_id, kind="model", base_model=base)
+        row = self.store.get_model(model_id)
+        if row is not None and row.get("job_id"):
+            return Contender(name=model_id, source=model_id, kind="fine-tuned", run_dir=self.get_job(row["job_id"]).run_dir,
+                             weights=weights, base_model=base)
+        # A checkpoint: RUN_DIR/checkpoints/step-N/weights.
+        return Contender(name=model_id, source=model_id, kind="checkpoint", run_dir=weights.parent.parent.parent,
+                         weights=weights, base_model=base)
 
     # --- what the job process and the worker record ----------------------------------------------
     def add_event(self, job_id: str, message: str, level: str = "info", type_: str = "message",
@@ -573,6 +602,11 @@ def _checkpoint_exists(job: TrainingJob, row: dict[str, Any]) -> bool:
 
 def _model_wire(model_id: str, created: float, owned_by: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": int(created), "owned_by": owned_by}
+
+
+def is_store_model_id(model_id: str) -> bool:
+    """Whether ``model_id`` has the shape of a model only a job store knows: ``ft:…`` or ``…:ckpt-step-N``."""
+    return model_id.startswith("ft:") or re.search(r":ckpt-step-\d+\Z", model_id) is not None
 
 
 def _model_not_found(model_id: str) -> NotFound:
