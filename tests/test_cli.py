@@ -114,12 +114,14 @@ def _bad_input_cases(tmp: Path, model: Path, data: Path) -> dict[str, tuple[list
         "existing output": (["--data", data, "--output", taken], [str(taken), "not empty"]),
         "output is a file": (["--data", data, "--output", a_file], [str(a_file)]),
         "missing config file": (["--data", data, "--config", tmp / "nope.yaml"], [str(tmp / "nope.yaml")]),
+        "cannot fit in memory": (["--data", data, "--memory-limit", "0.2GB"], ["0.20 GB is available (--memory-limit)", "killed"]),
+        "memory limit not a size": (["--data", data, "--memory-limit", "plenty"], ["memory_limit", "12GB"]),
     }
 
 
 CASES = ["missing data file", "empty file", "unknown suffix", "malformed json line", "bad chat weight", "missing field",
          "unknown model", "two invalid values", "invalid choice", "no data", "existing output", "output is a file",
-         "missing config file"]
+         "missing config file", "cannot fit in memory", "memory limit not a size"]
 
 
 @pytest.mark.parametrize("case", CASES)

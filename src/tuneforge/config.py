@@ -176,6 +176,11 @@ class FineTuningConfig(BaseModel):
     micro_batch_tokens: int | None = Field(
         2048, ge=16, description="most tokens one forward/backward pass holds; a bigger batch is split into passes "
         "whose gradients add up to the same update (caps activation memory, same result); null = never split")
+    memory_limit: str | None = Field(
+        None, description="the most memory training may use, e.g. 12GB; the memory planner fits the pass size and "
+        "gradient checkpointing to it (default: the memory this machine has free, less headroom)")
+    memory_plan: bool = Field(True, description="estimate peak memory before training and shrink passes / turn on "
+                              "gradient checkpointing when it would not fit (never changes the result)")
     estimate_steps: int = Field(
         2, ge=0, le=100, description="before training, time this many optimizer steps (after one warm-up) on the real "
         "training path and print the expected training time, tokens and cost; the model is left unchanged; 0 = skip")
@@ -247,6 +252,18 @@ class FineTuningConfig(BaseModel):
     # Where
     output: str | None = Field(None, description="run directory; default runs/<name>")
     name: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _check_memory_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from tuneforge.core.memory import parse_memory_size
+
+            try:
+                parse_memory_size(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a memory size; write it like 12GB, 800MB or 1.5TB") from None
+        return value
 
     @field_validator("data_format")
     @classmethod

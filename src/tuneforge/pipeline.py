@@ -46,6 +46,7 @@ from tuneforge.monitor.events import EventWriter, read_events
 from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
 from tuneforge.train.loop import TrainOutcome, fit
+from tuneforge.train.memory_plan import check_memory_before_loading, fit_memory
 from tuneforge.train.monitor import MonitorSettings
 from tuneforge.train.signals import GracefulStop
 
@@ -194,6 +195,7 @@ class FineTuningPipeline:
         data = data or self.prepare_data()
         model_dir = resolve_model(config.model, on_convert=lambda msg: self.on_event({"type": "model.converting", "message": msg}))
         inputs = self._encode(data, model_dir)
+        check_memory_before_loading(config, model_dir, inputs.train_set)  # refuse a run certain to be killed before it has a directory
         if config.resume:
             self._prior_events = list(read_events(run_dir / "events.jsonl"))
             self._prior_issues = [e for e in self._prior_events if e.get("type") == "issue.detected"]
@@ -403,6 +405,7 @@ class FineTuningPipeline:
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "precision": precision, "trainable_parameters": trainable, "total_parameters": total}
         notify("model.ready", **result.model)
+        config = self.config = fit_memory(model, config, model_dir, train_set, trainable, precision, notify)
         estimate = self._estimate(model, inputs, notify)
 
 

@@ -116,6 +116,10 @@ class TrainingProgress:
             self._say(f"[yellow]tuned answers, {event['kind']}: {event['message']} {event.get('suggestion', '')}[/yellow]")
         elif kind == "train.estimate":
             self._say(f"[cyan]{event['message']}[/cyan]")
+        elif kind == "memory.planned" and event.get("changed"):
+            self._say(f"[cyan]{event['message']}[/cyan]")
+        elif kind == "memory.warning":
+            self._say(f"[yellow]{event['message']}[/yellow]")
         elif kind in ("train.resumed", "train.rollback", "train.rollback_refused", "train.early_stopped",
                       "train.best_selected", "train.best_unavailable", "checkpoint.skipped", "checkpoint.cleaned"):
             colour = "yellow" if kind in ("checkpoint.skipped", "train.rollback_refused", "train.best_unavailable") else "cyan"

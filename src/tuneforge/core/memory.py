@@ -6,6 +6,8 @@ of code (an evaluation, say), which the lifetime peak cannot tell once training 
 
 from __future__ import annotations
 
+import math
+import re
 import resource
 import sys
 import threading
@@ -138,3 +140,23 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak_mb = max(self.peak_mb, current_memory_mb())
+
+
+def parse_memory_size(text: str | float | int) -> float:
+    """``12GB``, ``12000MB``, ``1.5TB``, ``512KB`` (``GiB`` etc. read alike) or a bare number of GB, in MB.
+
+    ``ValueError`` on anything else, and on sizes that are not positive.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), "g"
+    else:
+        match = _MEMORY_SIZE.fullmatch(str(text).strip().lower())
+        if not match:
+            raise ValueError(f"not a memory size: {text!r}")
+        value, unit = float(match.group(1)), match.group(2) or "g"
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return value * {"k": 1e-3, "m": 1.0, "g": 1e3, "t": 1e6}[unit]
+
+
+_MEMORY_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt])?(?:i?b)?")

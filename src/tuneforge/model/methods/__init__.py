@@ -22,7 +22,7 @@ from tuneforge.model.methods import (  # noqa: E402  (register the built-ins)
 if TYPE_CHECKING:
     from tuneforge.config import FineTuningConfig
 
-__all__ = ["METHODS", "TrainingMethod", "get_method", "make_trainable", "find_saved_weights", "full", "lora", "qlora", "dora", "ia3", "loha",
+__all__ = ["METHODS", "TrainingMethod", "get_method", "make_trainable", "enable_gradient_checkpointing", "find_saved_weights", "full", "lora", "qlora", "dora", "ia3", "loha",
            "lokr", "prompt_tuning", "prefix_tuning", "bottleneck"]
 
 
@@ -40,9 +40,14 @@ def make_trainable(method: TrainingMethod, model: Any, config: FineTuningConfig)
     model = method.wrap(model, config)
     method.speed_up(model, config)
     if config.gradient_checkpointing:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     return model
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass (non-reentrant: exact, and works with frozen inputs)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def find_saved_weights(path: Path, method_name: str | None = None) -> tuple[TrainingMethod, Path] | None:

@@ -1,0 +1,373 @@
+"""Plan a run's memory before it trains: estimate the peak, and choose pass size and recomputation to fit.
+
+Two checks, both cheap:
+
+1. ``check_fits_at_all`` runs before the run directory exists (only the model's ``config.json``
+   is read): when even the smallest possible setting — gradient checkpointing, one example per
+   pass — needs more than the memory available, the run is refused with the figures and what to
+   change. A run that is certain to be killed by the kernel never starts.
+2. ``plan_memory`` runs once the trainable model is in memory (its resident size is then measured,
+   not guessed): it estimates the peak of a training step at the configured pass size and, when
+   that would not fit, halves the pass size (``micro_batch_tokens``) and then turns on gradient
+   checkpointing until it does. Neither changes the result — the passes' gradients add up to the
+   whole batch's, and recomputation is exact — so only memory and speed move.
+
+The activation figures are a model of what the training step saves for the backward pass, per
+token, fitted to peak-RSS measurements of tuneforge's own step on this code path (random Llama
+shapes, fp32, 512 and 2,048 tokens per pass; ``bench/scale_bench.py`` re-measures them against the
+estimate). In bf16 the saved activations are assumed to halve (the loss's logits chunks stay fp32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneforge.data.tokenize import EncodedDataset
+from tuneforge.model.methods import get_method
+
+from tuneforge.config import FineTuningConfig
+from tuneforge.core.errors import TuneforgeError
+from tuneforge.core.memory import parse_memory_size
+
+MB = 1e6
+# Saved for backward per token and decoder layer, in activation elements: a·hidden + b·intermediate
+# (LoRA on every linear layer; full fine-tuning saves no adapter intermediates: FULL_FACTOR of it).
+LAYER_HIDDEN_FACTOR = 17.5
+LAYER_INTERMEDIATE_FACTOR = 3.5
+FULL_FACTOR = 0.87
+# Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
+OUTSIDE_HIDDEN_FACTOR = 10.3
+# With gradient checkpointing a layer keeps only its input; one layer is recomputed at a time and
+# its activations and their gradients coexist: about this many layers' worth.
+RECOMPUTED_LAYERS = 2.0
+# The fused loss works on chunks of 128 logit rows (logits and their gradient, fp32): bytes per vocabulary entry.
+LOGITS_BYTES_PER_VOCAB = 128 * 4 * 2
+FIXED_STEP_MB = 10.0
+# Measured resident size of the Python process with torch, transformers and tuneforge loaded, weights aside.
+RUNTIME_MB = 500.0
+# AdamW: the parameter, its gradient and two moments, fp32.
+TRAINABLE_BYTES = 16
+# Never plan to use the last of the memory: leave this share of it (and at least HEADROOM_MIN_MB).
+HEADROOM_SHARE = 0.10
+HEADROOM_MIN_MB = 512.0
+MIN_PASS_TOKENS = 64
+
+
+class MemoryPlanError(TuneforgeError):
+    """The run cannot fit in the memory available; the message has the figures and what to change."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory depends on in a decoder model: its size and its widths."""
+
+    parameters: int
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, trust_remote_code: bool = False) -> "ModelShape":
+        """Read ``config.json`` and count the parameters on the meta device (no weights are loaded)."""
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        text = getattr(config, "text_config", None) or config
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        parameters = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
+        return cls(
+            parameters=parameters, hidden=hidden,
+            intermediate=int(getattr(text, "intermediate_size", 0) or getattr(text, "n_inner", 0) or 4 * hidden),
+            layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 1),
+            vocab=int(getattr(text, "vocab_size", 0) or 0),
+        )
+
+
+@dataclass
+class MemoryEstimate:
+    """The expected peak resident memory of a training step, by part, in MB."""
+
+    weights_mb: float
+    training_state_mb: float
+    activations_mb: float
+    logits_mb: float
+    runtime_mb: float
+
+    @property
+    def total_mb(self) -> float:
+        return self.weights_mb + self.training_state_mb + self.activations_mb + self.logits_mb + self.runtime_mb
+
+    def to_dict(self) -> dict[str, float]:
+        return {**{k: round(v, 1) for k, v in asdict(self).items()}, "total_mb": round(self.total_mb, 1)}
+
+
+@dataclass
+class MemoryPlan:
+    """What the planner chose and why; ``fits`` is False only when even its smallest setting does not fit."""
+
+    limit_mb: float
+    limit_source: str
+    micro_batch_tokens: int | None
+    gradient_checkpointing: bool
+    estimate: MemoryEstimate
+    fits: bool
+    changed: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit_mb": round(self.limit_mb, 1), "limit_source": self.limit_source,
+                "micro_batch_tokens": self.micro_batch_tokens, "gradient_checkpointing": self.gradient_checkpointing,
+                "estimate": self.estimate.to_dict(), "fits": self.fits, "changed": self.changed, "reasons": self.reasons}
+
+    @property
+    def message(self) -> str:
+        head = (f"memory: a training step needs about {_gb(self.estimate.total_mb)} of the {_gb(self.limit_mb)} "
+                f"available ({self.limit_source})")
+        return "; ".join([head, *self.reasons])
+
+
+def available_memory_mb() -> float | None:
+    """Memory this process could still get: the kernel's MemAvailable, capped by a cgroup limit; None if unknown."""
+    available = _meminfo_mb("MemAvailable")
+    cgroup = _cgroup_room_mb()
+    candidates = [value for value in (available, cgroup) if value is not None]
+    return min(candidates) if candidates else None
+
+
+def memory_budget_mb(memory_limit: str | float | None, resident_mb: float) -> tuple[float, str]:
+    """The peak this process may reach, and where the figure comes from.
+
+    ``memory_limit`` (``--memory-limit``) wins; else what this process holds now plus what the
+    machine has available, less headroom. Unknown machine memory: no limit (infinity).
+    """
+    if memory_limit is not None:
+        return parse_memory_size(memory_limit), "--memory-limit"
+    available = available_memory_mb()
+    if available is None:
+        return math.inf, "memory available unknown"
+    headroom = max(HEADROOM_MIN_MB, HEADROOM_SHARE * (available + resident_mb))
+    return resident_mb + available - headroom, f"free memory less {_gb(headroom)} headroom"
+
+
+def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: bool, dtype_bytes: int) -> float:
+    """Bytes one token of a pass keeps for the backward pass (logits aside)."""
+    layer = dtype_bytes * (LAYER_HIDDEN_FACTOR * shape.hidden + LAYER_INTERMEDIATE_FACTOR * shape.intermediate)
+    if full:
+        layer *= FULL_FACTOR
+    outside = dtype_bytes * OUTSIDE_HIDDEN_FACTOR * shape.hidden
+    if checkpointing:
+        return shape.layers * dtype_bytes * shape.hidden + RECOMPUTED_LAYERS * layer + outside
+    return shape.layers * layer + outside
+
+
+def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
+                         checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB) -> MemoryEstimate:
+    """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations."""
+    activations = tokens_per_pass * activation_bytes_per_token(shape, full, checkpointing, dtype_bytes) / MB
+    return MemoryEstimate(
+        weights_mb=weights_mb, training_state_mb=trainable * TRAINABLE_BYTES / MB,
+        activations_mb=activations + FIXED_STEP_MB, logits_mb=LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
+        runtime_mb=runtime_mb,
+    )
+
+
+def tokens_per_pass(micro_batch_tokens: int | None, batch_size: int, longest_example: int) -> int:
+    """The most tokens one forward/backward pass can hold: a pass never splits an example."""
+    whole_batch = batch_size * longest_example
+    if micro_batch_tokens is None:
+        return whole_batch
+    return min(whole_batch, max(micro_batch_tokens, longest_example))
+
+
+def weight_bytes_per_parameter(quantization: str | None, dtype_bytes: int) -> float:
+    """Resident bytes per base weight: 4-bit NF4 with its block constants, else the storage dtype."""
+    return 0.56 if quantization == "bnb-4bit" else float(dtype_bytes)
+
+
+def trainable_guess(shape: ModelShape, full: bool) -> int:
+    """Trainable parameters before the model exists: all of them (full) or a generous adapter share (2 %)."""
+    return shape.parameters if full else int(0.02 * shape.parameters)
+
+
+def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool, weight_dtype_bytes: int,
+                      activation_dtype_bytes: int, longest_example: int, memory_limit: str | float | None) -> MemoryEstimate:
+    """Refuse (``MemoryPlanError``) a run that cannot fit even at its smallest setting; return that smallest estimate."""
+    weights = shape.parameters * weight_bytes_per_parameter(quantization, weight_dtype_bytes) / MB
+    smallest = estimate_step_memory(shape, weights_mb=weights, trainable=trainable_guess(shape, full),
+                                    tokens_per_pass=max(longest_example, MIN_PASS_TOKENS), checkpointing=True, full=full,
+                                    dtype_bytes=activation_dtype_bytes)
+    limit, source = memory_budget_mb(memory_limit, resident_mb=_current_mb())
+    if smallest.total_mb > limit:
+        raise MemoryPlanError(
+            f"this run needs at least {_gb(smallest.total_mb)} (weights {_gb(smallest.weights_mb)}, optimizer state "
+            f"{_gb(smallest.training_state_mb)}, one example of {longest_example} tokens with gradient checkpointing "
+            f"{_gb(smallest.activations_mb + smallest.logits_mb)}, runtime {_gb(smallest.runtime_mb)}) but "
+            f"{_gb(limit)} is available ({source}); it would be killed. Choose a smaller model, --method qlora "
+            "(4-bit base) or lora instead of full, a lower --max-length, or free memory"
+            + (" (or raise --memory-limit)" if memory_limit is not None else "")
+        )
+    return smallest
+
+
+def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: bool, activation_dtype_bytes: int,
+                batch_size: int, longest_example: int, micro_batch_tokens: int | None, gradient_checkpointing: bool,
+                memory_limit: str | float | None) -> MemoryPlan:
+    """Choose pass size and recomputation so that a training step fits the budget (see the module docstring).
+
+    ``resident_mb`` is what the process holds with the trainable model loaded: it stands for the
+    weights and the runtime, measured. The configured values are kept whenever they fit; otherwise
+    the pass size is halved down to one example, then checkpointing is turned on and the pass size
+    searched again from the configured one. ``fits`` is False when nothing fits (the caller warns;
+    the estimate is conservative, so the run may still complete).
+    """
+    limit, source = memory_budget_mb(memory_limit, resident_mb)
+
+    def estimate(tokens: int, checkpointing: bool) -> MemoryEstimate:
+        return estimate_step_memory(shape, weights_mb=0.0, trainable=trainable, runtime_mb=resident_mb, full=full,
+                                    tokens_per_pass=tokens_per_pass(tokens, batch_size, longest_example),
+                                    checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes)
+
+    configured_tokens = tokens_per_pass(micro_batch_tokens, batch_size, longest_example)
+    first = estimate(configured_tokens, gradient_checkpointing)
+    if first.total_mb <= limit:
+        return MemoryPlan(limit, source, micro_batch_tokens, gradient_checkpointing, first, True)
+    # Smaller passes first (no slower per token on a CPU), recomputation only when they are not enough.
+    for checkpointing in ([True] if gradient_checkpointing else [False, True]):
+        for tokens in _halvings(configured_tokens, longest_example):
+            if (tokens, checkpointing) == (configured_tokens, gradient_checkpointing):
+                continue
+            candidate = estimate(tokens, checkpointing)
+            if candidate.total_mb <= limit:
+                chosen_tokens = micro_batch_tokens if tokens == configured_tokens else tokens
+                return _changed_plan(limit, source, first, candidate, chosen_tokens, checkpointing,
+                                     micro_batch_tokens, gradient_checkpointing)
+    smallest = estimate(longest_example, True)
+    return MemoryPlan(limit, source, longest_example, True, smallest, False,
+                      changed={"micro_batch_tokens": longest_example, "gradient_checkpointing": True},
+                      reasons=[f"even one example per pass with gradient checkpointing needs about {_gb(smallest.total_mb)}: "
+                               "the run may be killed; lower --max-length or --batch-size, or use --method qlora"])
+
+
+def _halvings(start: int, floor: int) -> list[int]:
+    """``start``, then halved down to ``floor`` (included): the pass sizes tried."""
+    sizes = [start]
+    while sizes[-1] > floor:
+        sizes.append(max(floor, sizes[-1] // 2))
+    return sizes
+
+
+def _changed_plan(limit: float, source: str, first: MemoryEstimate, chosen: MemoryEstimate, tokens: int | None,
+                  checkpointing: bool, configured_tokens: int | None, configured_checkpointing: bool) -> MemoryPlan:
+    changed: dict[str, Any] = {}
+    reasons = [f"at the configured settings it would need about {_gb(first.total_mb)}"]
+    if tokens != configured_tokens:
+        changed["micro_batch_tokens"] = tokens
+        reasons.append(f"micro_batch_tokens {configured_tokens} → {tokens} (passes of at most {tokens} tokens; "
+                       "same gradients, less activation memory)")
+    if checkpointing != configured_checkpointing:
+        changed["gradient_checkpointing"] = checkpointing
+        reasons.append("gradient checkpointing on (activations recomputed in the backward pass: about a third slower)")
+    return MemoryPlan(limit, source, tokens, checkpointing, chosen, True, changed=changed, reasons=reasons)
+
+
+def check_memory_before_loading(config: FineTuningConfig, model_dir: Path, train_set: EncodedDataset) -> None:
+    """The pipeline's first check (before the run directory): ``MemoryPlanError`` for a run that cannot fit at all."""
+    if not config.memory_plan or not train_set.items:
+        return
+    method, precision = _method_and_precision(config)
+    shape = ModelShape.from_model_dir(model_dir, config.trust_remote_code)
+    check_fits_at_all(shape, quantization=method.quantization, full=not method.freezes_base,
+                      weight_dtype_bytes=_dtype_bytes(method.base_dtype(precision)),
+                      activation_dtype_bytes=2 if precision == "bf16" else 4,
+                      longest_example=_longest(train_set), memory_limit=config.memory_limit)
+
+
+def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set: EncodedDataset, trainable: int,
+               precision: str, notify: Callable[..., Any]) -> FineTuningConfig:
+    """The pipeline's second check, with the trainable ``model`` loaded: the config to train with.
+
+    When the configured pass size and checkpointing would not fit, the returned config has the
+    planned ones (and checkpointing is switched on in ``model``); a ``memory.planned`` event says
+    what was chosen and why. Where nothing fits, a ``memory.warning`` event says so and training
+    goes on with the smallest setting (the estimate is conservative).
+    """
+    if not config.memory_plan or not train_set.items:
+        return config
+    from tuneforge.core.memory import current_memory_mb
+    from tuneforge.model.methods import enable_gradient_checkpointing
+
+    method = get_method(config.method)
+    plan = plan_memory(ModelShape.from_model_dir(model_dir, config.trust_remote_code), resident_mb=current_memory_mb(),
+                       trainable=trainable, full=not method.freezes_base,
+                       activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
+                       longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
+                       gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit)
+    notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), message=plan.message)
+    if not plan.changed:
+        return config
+    if plan.changed.get("gradient_checkpointing") and not config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return config.model_copy(update=plan.changed)
+
+
+def _method_and_precision(config: FineTuningConfig) -> tuple[Any, str]:
+    from tuneforge.model.load import pick_device
+    from tuneforge.model.precision import resolve_precision
+
+    return get_method(config.method), resolve_precision(config.precision, pick_device())
+
+
+def _dtype_bytes(dtype: Any) -> int:
+    return int(getattr(dtype, "itemsize", 4))
+
+
+def _longest(train_set: EncodedDataset) -> int:
+    return max(len(item.input_ids) for item in train_set.items)
+
+
+def _gb(mb: float) -> str:
+    if math.isinf(mb):
+        return "unlimited"
+    return f"{mb / 1e3:.2f} GB" if mb < 10_000 else f"{mb / 1e3:.1f} GB"
+
+
+def _current_mb() -> float:
+    from tuneforge.core.memory import current_memory_mb
+
+    return current_memory_mb()
+
+
+def _meminfo_mb(key: str) -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024 / MB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room_mb() -> float | None:
+    """What the cgroup (v2) limit leaves: memory.max − memory.current; None without a limit."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        current = int((base / "memory.current").read_text().strip())
+        return max(0.0, (int(limit) - current) / MB)
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = ["check_memory_before_loading", "fit_memory", "MemoryEstimate", "MemoryPlan", "MemoryPlanError", "ModelShape", "activation_bytes_per_token",
+           "available_memory_mb", "check_fits_at_all", "estimate_step_memory", "memory_budget_mb",
+           "plan_memory", "tokens_per_pass"]
