@@ -156,6 +156,10 @@ class FineTuningConfig(BaseModel):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="name of this run's adapter, for several adapters on one base: the run directory defaults to "
         "runs/NAME, `tuneforge adapters list` shows it, inference loads it by this name")
+    init_from: str | None = Field(
+        None, description="continue training an earlier run: start from RUN_DIR's adapter (or full model) instead of fresh "
+        "weights, on this run's data; its base, method and method options are taken over (naming other ones is refused); "
+        "results.json records the lineage")
     trust_remote_code: bool = False
 
     # How to train

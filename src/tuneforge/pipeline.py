@@ -37,6 +37,7 @@ from tuneforge.data.snapshot import changed_originals, has_snapshot, read_snapsh
 from tuneforge.data.tokenize import EncodedDataset, encode_examples
 from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
+from tuneforge.lineage import Parent, load_parent_weights, resolve_init_from
 from tuneforge.model.adapters import count_parameters
 from tuneforge.model.load import load_tokenizer, pick_device
 from tuneforge.model.methods import TrainingMethod, get_method, make_trainable
@@ -82,6 +83,7 @@ class TrainingResult:
     forgetting: dict[str, Any] | None = None  # general-text perplexity before/after: evaluate/forgetting.py
     error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
     result_checks: list[dict[str, Any]] = field(default_factory=list)  # problems with the tuned answers: train/result_checks.py
+    lineage: dict[str, Any] | None = None  # the run it continues (--init-from): lineage.Parent.lineage()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class TrainingResult:
             "result_checks": self.result_checks,
             "forgetting": self.forgetting,
             "cross_validation": self.cross_validation,
+            "lineage": self.lineage,
             "error": self.error,
             "run_dir": str(self.run_dir),
         }
@@ -145,7 +148,7 @@ def with_absolute_paths(config: FineTuningConfig) -> FineTuningConfig:
     does not exist here is left alone (it is reported when it is used).
     """
     updates: dict[str, str] = {}
-    for name in ("data", "validation_data", "test_data", "model"):
+    for name in ("data", "validation_data", "test_data", "model", "init_from"):
         value = getattr(config, name)
         if not value or (name == "model" and value.strip().lower() in EMBEDDED_MODELS):
             continue
@@ -175,6 +178,7 @@ class FineTuningPipeline:
         self._sinks: list[Any] = []
         self._prior_issues: list[dict[str, Any]] = []
         self._prior_events: list[dict[str, Any]] = []  # events.jsonl of the earlier attempts, when resuming
+        self._parent: Parent | None = None  # the run this one continues (init_from)
 
     def train(self, data: TrainingData | None = None) -> TrainingResult:
         """Run every stage and return the result; raises ``TuneforgeError`` subclasses on bad input.
@@ -183,6 +187,8 @@ class FineTuningPipeline:
         ``TrainingDataManager``. Data, model and output are all checked before the run directory
         is created, so bad input never leaves a run directory behind.
         """
+        # --init-from: the parent's base, method and options, checked before any run directory exists.
+        self.config, self._parent = resolve_init_from(self.config)
         config = self.config
         if config.cross_validation:
             return self._cross_validate(data)
@@ -208,7 +214,8 @@ class FineTuningPipeline:
         self._sinks = open_sinks(config.report_to, run_dir)
         stop = self._stop
         with EventWriter(run_dir / "events.jsonl") as events, stop:
-            result = TrainingResult(run_dir=run_dir, status=RunStatus.RUNNING, data={**data.summary(), **inputs.summary})
+            result = TrainingResult(run_dir=run_dir, status=RunStatus.RUNNING, data={**data.summary(), **inputs.summary},
+                                    lineage=self._parent.lineage() if self._parent else None)
             notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
                    resume=config.resume, pid=os.getpid())
@@ -401,6 +408,9 @@ class FineTuningPipeline:
         before = self._general_perplexity(model, tokenizer) if config.forgetting_check else None
         torch.manual_seed(config.seed)
         model = make_trainable(method, model, config)
+        if self._parent is not None:  # continued fine-tuning: the parent's weights instead of fresh ones
+            load_parent_weights(model, self._parent)
+            notify("model.initialized", **self._parent.lineage(), message=self._parent.describe())
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
                         "precision": precision, "trainable_parameters": trainable, "total_parameters": total}

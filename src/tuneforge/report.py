@@ -332,6 +332,22 @@ def build_report(run_dir: Path) -> str:
         ) from None
 
 
+def _lineage_section(results: dict[str, Any]) -> str:
+    """Continued fine-tuning (--init-from): the run this one started from, and that run's own parents."""
+    lineage = results.get("lineage")
+    if not isinstance(lineage, dict):
+        return ""
+    rows = []
+    while isinstance(lineage, dict):
+        rows.append(f"<tr><td>{html.escape(str(lineage.get('parent_run')))}</td><td>{html.escape(str(lineage.get('parent_method')))}</td>"
+                    f"<td>{html.escape(str(lineage.get('parent_base')))}</td>"
+                    f"<td><code>{html.escape(str(lineage.get('parent_weights_sha256', ''))[:16])}</code></td></tr>")
+        lineage = lineage.get("parent_lineage")
+    return ("<h2>Lineage</h2><p class='muted'>This run continued training an earlier run's weights (--init-from); "
+            "the base-model column below is the original base.</p><table><tr><th>parent run (newest first)</th><th>method</th>"
+            f"<th>base</th><th>weights sha256</th></tr>{''.join(rows)}</table>")
+
+
 def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], finished: bool) -> str:
     steps = latest_by_step([e for e in events if e["type"] == "train.step"])
     evals = latest_by_step([e for e in events if e["type"] == "eval.result"])
@@ -363,6 +379,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <h1>tuneforge run <code>{html.escape(run_dir.name)}</code></h1>
 <p>status: <b class="status-{html.escape(str(results.get('status')))}">{html.escape(str(results.get('status')))}</b>{' — ' + html.escape(str(results['error'])) if results.get('error') else ''}</p>
 <div class="cards">{card_html}</div>
+{_lineage_section(results)}
 <h2>Base vs tuned on the held-out test split</h2>{_comparison_table(results)}
 {_baselines_section(results)}
 {_forgetting_section(results)}

@@ -66,7 +66,7 @@ class TrainingProgress:
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "model.converting":
+        if kind in ("model.converting", "model.initialized"):
             self._say(f"[dim]{event['message']}[/dim]")
         elif kind == "run.started":
             data = event["data"]
@@ -235,6 +235,10 @@ def results(result: dict[str, Any]) -> None:
                        ("best_validation_loss", "best validation loss"), ("compute_cost", "compute cost")]:
         resources.add_row(label, _fmt(train.get(key)))
     out.print(resources)
+    lineage = result.get("lineage")
+    if lineage:
+        out.print(f"continued from {lineage['parent_run']} ({lineage['parent_method']} on {lineage['parent_base']}, "
+                  f"weights sha256 {lineage['parent_weights_sha256'][:12]}; generation {lineage['generation']})", soft_wrap=True)
     out.print(f"run directory: [bold]{result['run_dir']}[/bold]  (results.json, predictions.jsonl, adapter/ or model/)")
 
 

@@ -16,6 +16,8 @@ Where the top-level modules sit, decided by what they import and who needs them:
   faces use it.
 - ``adapter_sets`` (list the adapters trained so far, merge some) imports core, data, model and
   evaluate: layer 3 too; the CLI uses it.
+- ``lineage`` (continued fine-tuning: the ``init_from`` run a run starts from) imports config, model, runs
+  and train's checkpoint loader: layer 3; the pipeline uses it.
 - ``samples`` (bundled sample data and the demo config) imports config: layer 2, beside data.
 - ``pipeline`` is a layer of its own: it composes every layer below into a run.
 - the package itself (``tuneforge/__init__.py``, the lazy public API) is the top: it names things in
@@ -34,7 +36,7 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
      ("tuneforge.data", "tuneforge.model", "tuneforge.samples")),
     ("train+inference+evaluate+export", "what is done with a model and data: train, generate, score, export, load a run",
      ("tuneforge.train", "tuneforge.inference", "tuneforge.evaluate", "tuneforge.export", "tuneforge.runs",
-      "tuneforge.adapter_sets")),
+      "tuneforge.adapter_sets", "tuneforge.lineage")),
     ("pipeline", "one fine-tuning run end to end, composed of the layers below",
      ("tuneforge.pipeline",)),
     ("jobs+search", "many runs: a job runner, hyper-parameter search",
