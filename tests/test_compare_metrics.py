@@ -107,3 +107,87 @@ def test_a_run_with_a_judge_reports_its_scores(train_run):
     for evaluation in (result.base, result.tuned):
         assert {"judge_score", "judge_agreement", "judge_kappa"} <= set(evaluation.performance)
         assert 0 <= evaluation.performance["judge_score"] <= 1
+
+
+def test_json_schema_per_example_then_the_runs_then_the_references(tmp_path):
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.evaluate.answer_checks import load_json_schema, with_json_schema
+
+    strict = {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer", "enum": [1, 2]}},
+              "additionalProperties": False}
+    path = tmp_path / "schema.json"
+    path.write_text(__import__("json").dumps(strict))
+    own = {"type": "array", "items": {"type": "string"}}
+    examples = [TrainingExample.from_pair("q0", '{"id": 1}'), TrainingExample.from_pair("q1", '{"id": 1}'),
+                TrainingExample(messages=[{"role": "user", "content": "q2"}, {"role": "assistant", "content": '["a"]'}],
+                                metadata={"json_schema": own})]
+    given = with_json_schema(examples, load_json_schema(path))
+    assert given[0].metadata["json_schema"] == strict and given[2].metadata["json_schema"] == own
+    assert examples[0].metadata == {}  # copies: the caller's examples are untouched
+    answers = ['{"id": 2}', '{"id": 3}', '["x", "y"]']  # right, outside the enum, right for its own schema
+    spec = json_schema_metric()
+    assert spec.score(answers, [e.output for e in given], None, given) == {"json_schema": pytest.approx(2 / 3)}
+    # Without the schema file, the references' implied shape: an integer id is all it asks.
+    assert spec.score(answers, [e.output for e in examples], None, examples) == {"json_schema": 1.0}
+    assert not conforms({"id": 1, "extra": 0}, strict) and conforms({"id": 1}, strict)
+
+
+def test_a_bad_schema_file_is_a_config_error_naming_it(tmp_path):
+    from tuneforge.core.errors import ConfigError
+    from tuneforge.evaluate.answer_checks import load_json_schema
+
+    for name, text in (("not-json.json", "{type: object"), ("list.json", "[1]"), ("invalid.json", '{"type": 12}')):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_json_schema(tmp_path / name)
+        assert str(tmp_path / name) in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_json_schema(tmp_path / "missing.json")
+
+
+def test_a_function_plugin_may_take_the_examples(tiny_model, tiny_tokenizer):
+    import sys
+    import types
+
+    from tuneforge.core.registries import METRICS
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.evaluate.run import evaluate_model
+
+    seen = []
+
+    def tagged(predictions, references, examples):
+        seen.extend(example.metadata.get("tag") for example in examples)
+        return sum(example.metadata.get("tag") == "hard" for example in examples) / len(examples)
+
+    module = types.ModuleType("tf_test_example_metrics")
+    module.tagged = tagged
+    sys.modules[module.__name__] = module
+    try:
+        examples = [TrainingExample(messages=[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+                                    metadata={"tag": "hard" if i else "easy"}) for i in range(3)]
+        evaluation = evaluate_model(tiny_model, tiny_tokenizer, examples, max_new_tokens=2,
+                                    metrics=["tf_test_example_metrics:tagged"])
+        assert evaluation.performance["tagged"] == pytest.approx(2 / 3) and seen == ["easy", "hard", "hard"]
+    finally:
+        del sys.modules[module.__name__]
+        METRICS.unregister("tf_test_example_metrics:tagged")
+
+
+def test_eval_and_finetune_take_a_json_schema_file(train_run, tiny_model_dir, session_dataset, tmp_path, capsys):
+    import json
+
+    from tuneforge.cli.main import main
+
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "required": ["color"]}')
+    assert main(["eval", "--data", str(session_dataset), "--model", str(tiny_model_dir), "--max-examples", "3",
+                 "--max-new-tokens", "2", "--json-schema", str(schema), "--evaluation-metrics", "exact_match", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["performance"]["json_schema"] == 0.0 and "accuracy" not in shown["performance"]
+    (tmp_path / "bad.json").write_text('{"type": 12}')
+    assert main(["eval", "--data", str(session_dataset), "--model", str(tiny_model_dir), "--json-schema",
+                 str(tmp_path / "bad.json")]) == 1
+    assert "bad.json is not a valid JSON Schema" in capsys.readouterr().err
+    result = train_run(test_split=0.2, json_schema=str(schema), evaluation_strategy="no", saving_strategy="no",
+                       baselines=False, forgetting_check=False, epochs=1)
+    assert "json_schema" in result.tuned.performance and "json_schema" in result.base.performance

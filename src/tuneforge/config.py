@@ -248,6 +248,9 @@ class FineTuningConfig(BaseModel):
                               "base model) or any model name or path; reports judge_score and its agreement with exact match")
     judge_rubric: str | None = Field(None, description="the judge's instructions (default: PASS when the answer means the "
                                      "same as the reference)")
+    json_schema: str | None = Field(None, description="a JSON Schema file that structured answers must conform to: "
+                                    "scored as json_schema (added to evaluation_metrics), for every test example without "
+                                    "its own metadata.json_schema")
     baseline_retriever: Literal["bm25"] = Field("bm25", description="how retrieval few-shot finds the training "
                                                 "examples most like each test input")
     max_new_tokens: int = Field(64, ge=1, le=4096)

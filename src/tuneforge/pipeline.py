@@ -61,7 +61,7 @@ BASELINE_PREDICTIONS = "baseline_predictions.jsonl"  # the prompting baselines' 
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
                      "baselines", "baseline_shots", "baseline_retriever", "judge", "judge_rubric", "forgetting_check",
-                     "max_new_tokens", "evaluation_metrics", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
+                     "max_new_tokens", "evaluation_metrics", "json_schema", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
 
 
 @dataclass
@@ -388,6 +388,11 @@ class FineTuningPipeline:
         evaluation_args = dict(max_length=config.max_length, batch_size=config.batch_size, labels=inputs.labels,
                                max_new_tokens=config.max_new_tokens, metrics=config.evaluation_metrics)
         test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
+        if config.json_schema:  # the run's schema for every test example without its own (evaluate/answer_checks.py)
+            from tuneforge.evaluate.answer_checks import load_json_schema, with_json_schema
+
+            test = with_json_schema(test, load_json_schema(config.json_schema))
+            evaluation_args["metrics"] = list(dict.fromkeys([*config.evaluation_metrics, "json_schema"]))
         if config.evaluate_base and test:
             key = _evaluation_key(config.model, test, evaluation_args)
             result.base = _recorded_base(run_dir, self._prior_events, key) if config.resume else None

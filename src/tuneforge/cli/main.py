@@ -84,7 +84,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
                   "on_issue", "rollback_lr_factor", "max_rollbacks", "report_to", "resume"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
-                 "evaluation_metrics", "evaluate_base", "baselines", "baseline_shots", "baseline_retriever", "forgetting_check", "cross_validation", "judge", "judge_rubric", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
+                 "evaluation_metrics", "json_schema", "evaluate_base", "baselines", "baseline_shots", "baseline_retriever", "forgetting_check", "cross_validation", "judge", "judge_rubric", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},
     }
     for name, field in FineTuningConfig.model_fields.items():
         section = next((key for key, names in sections.items() if name in names), "train")
@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
                           help="answer length limit (default: 64)")
     evaluate.add_argument("--predictions", metavar="JSONL", help="also write every prediction to this file")
+    evaluate.add_argument("--evaluation-metrics", type=_metric_names, default=None, metavar="A,B",
+                          help="the metrics to score (registered names or module:function plug-ins; default: the "
+                          "finetune default, accuracy,precision,recall,f1,loss,perplexity,bleu,rouge)")
+    evaluate.add_argument("--json-schema", metavar="FILE", default=None,
+                          help="a JSON Schema the answers must conform to (scored as json_schema) for every example "
+                          "without its own metadata.json_schema")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
                           help="score only the model (and, with --adapter, its base): no few-shot or retrieval baselines")
     evaluate.add_argument("--train", metavar="FILE", default=None,
@@ -274,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():  # --debug also after the command name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _metric_names(text: str) -> list[str]:
+    """``--evaluation-metrics a,b``: the names, each checked against the metric registry as the config checks them."""
+    from tuneforge.core.registries import METRICS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    problems = [problem for name in names if (problem := METRICS.problem(name, "evaluation_metrics"))]
+    if problems or not names:
+        raise argparse.ArgumentTypeError("; ".join(problems) or "name at least one metric")
+    return names
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -355,17 +372,24 @@ def _run_finetune(config: Any, as_json: bool) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tuneforge.cli import render
     from tuneforge.data.manager import TrainingDataManager
+    from tuneforge.config import FineTuningConfig
     from tuneforge.evaluate.worth_it import evaluate_with_baselines
 
     examples, _ = TrainingDataManager(args.data_format, args.text_template).load(args.data)
     if args.max_examples is not None:
         examples = examples[: args.max_examples]
     train = TrainingDataManager(args.data_format, args.text_template).load(args.train)[0] if args.train else None
+    metrics = args.evaluation_metrics or list(FineTuningConfig.model_fields["evaluation_metrics"].default_factory())
+    if args.json_schema:
+        from tuneforge.evaluate.answer_checks import load_json_schema, with_json_schema
+
+        examples = with_json_schema(examples, load_json_schema(args.json_schema))
+        metrics = list(dict.fromkeys([*metrics, "json_schema"]))
     what = f"{args.adapter or args.model or 'the base model'}" + (" with the base and prompting baselines" if args.baselines else "")
     with render.Spinner(f"evaluating {what} on {len(examples)} examples", enabled=not args.json):
         found = evaluate_with_baselines(examples, adapter=args.adapter, model=args.model, train=train, baselines=args.baselines,
                                         shots=args.shots, retriever=args.retriever, seed=args.seed, max_length=args.max_length,
-                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, metrics=metrics)
     if args.predictions:
         from tuneforge.core.paths import atomic_write_text
 

@@ -1,10 +1,12 @@
 """Answer checks for structured and loosely-worded answers, registered as metrics (docs/SEAMS.md, "Evaluation metrics").
 
 - ``json_valid``: the share of answers that parse as JSON (a surrounding ```json fence is allowed);
-- ``json_schema``: the share that conform to a JSON schema: by default the schema each reference
-  implies (the same JSON type; for objects, the reference's keys required with the same value
-  types), checked with ``jsonschema`` when installed; ``json_schema_metric(schema)`` makes a spec
-  for a schema of your own (register it, or name it as a ``module:attribute`` plug-in);
+- ``json_schema``: the share that conform to a JSON schema, checked with ``jsonschema`` when
+  installed. Per example the schema is, first found: the example's own (``"metadata":
+  {"json_schema": {...}}`` on its data row), the one given for the run (``json_schema: FILE``,
+  ``--json-schema FILE``, which ``with_json_schema`` puts on every example without one), else the
+  schema its reference implies (the same JSON type; for objects, the reference's keys required with
+  the same value types); ``json_schema_metric(schema)`` makes a spec with a fixed default schema;
 - ``json_fields``: field-level accuracy: the share of the reference objects' top-level fields the
   answer gives with the same value (a non-object reference is one field: the whole value);
 - ``contains``: the share of answers that contain the reference (normalised, as a whole phrase);
@@ -23,6 +25,7 @@ import json
 import math
 import re
 import unicodedata
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tuneforge.evaluate.metrics import ALL_TASKS, MetricSpec
@@ -79,12 +82,42 @@ def schema_of(value: Any) -> dict[str, Any]:
 
 
 def conforms(value: Any, schema: dict[str, Any]) -> bool:
-    """Whether ``value`` conforms to ``schema`` (jsonschema when installed, else the subset ``schema_of`` writes)."""
+    """Whether ``value`` conforms to ``schema``: by ``jsonschema`` or ``jsonschema_rs`` (whichever is installed, full
+    JSON Schema), else by the subset ``schema_of`` writes plus ``enum``, ``const``, ``items`` and ``additionalProperties``."""
     try:
         import jsonschema
     except ImportError:
+        pass
+    else:
+        return jsonschema.Draft202012Validator(schema).is_valid(value)
+    try:
+        import jsonschema_rs
+    except ImportError:
         return _conforms_subset(value, schema)
-    return jsonschema.Draft202012Validator(schema).is_valid(value)
+    return bool(jsonschema_rs.Draft202012Validator(schema).is_valid(value))
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """What makes ``schema`` an invalid JSON Schema (draft 2020-12), or None (also when no validator is installed)."""
+    try:
+        import jsonschema
+    except ImportError:
+        jsonschema = None
+    if jsonschema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            return error.message
+        return None
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    try:
+        jsonschema_rs.meta.validate(schema)
+    except jsonschema_rs.ValidationError as error:
+        return str(error).splitlines()[0]
+    return None
 
 
 def _conforms_subset(value: Any, schema: dict[str, Any]) -> bool:
@@ -93,29 +126,77 @@ def _conforms_subset(value: Any, schema: dict[str, Any]) -> bool:
     actual = _type_name(value)
     if kinds and actual not in kinds and not (actual == "integer" and "number" in kinds):
         return False
+    if ("enum" in schema and value not in schema["enum"]) or ("const" in schema and value != schema["const"]):
+        return False
+    if actual == "array" and isinstance(schema.get("items"), dict):
+        return all(_conforms_subset(item, schema["items"]) for item in value)
     if actual == "object":
+        properties = schema.get("properties", {})
         if any(key not in value for key in schema.get("required", ())):
             return False
-        return all(_conforms_subset(value[key], sub) for key, sub in schema.get("properties", {}).items() if key in value)
+        if schema.get("additionalProperties") is False and any(key not in properties for key in value):
+            return False
+        return all(_conforms_subset(value[key], sub) for key, sub in properties.items() if key in value)
     return True
 
 
-def json_schema_metric(schema: dict[str, Any] | None = None, name: str = "json_schema") -> MetricSpec:
-    """A metric: the share of answers that are JSON conforming to ``schema`` (None: the schema each reference implies)."""
+SCHEMA_KEY = "json_schema"  # the metadata key of an example's own JSON schema
 
-    def compute(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
+
+def load_json_schema(path: str | Path) -> dict[str, Any]:
+    """The JSON schema in ``path``; a ``ConfigError`` naming the file when it is unreadable, not JSON or not a schema."""
+    from tuneforge.core.errors import ConfigError
+
+    fix = 'give a JSON Schema document (an object such as {"type": "object", "required": ["name"]})'
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError([f"json_schema: cannot read {path}: {error.strerror or error}"]) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError([f"json_schema: {path} is not JSON ({error}); {fix}"]) from None
+    if not isinstance(schema, dict):
+        raise ConfigError([f"json_schema: {path} holds a {type(schema).__name__}, not a schema object; {fix}"])
+    problem = schema_problem(schema)
+    if problem:
+        raise ConfigError([f"json_schema: {path} is not a valid JSON Schema: {problem}"])
+    return schema
+
+
+def with_json_schema(examples: Sequence[Any], schema: dict[str, Any] | None) -> list[Any]:
+    """``examples`` with ``schema`` as the JSON schema of each one without its own (shallow copies; None: as they are)."""
+    import copy
+
+    if schema is None:
+        return list(examples)
+    found = []
+    for example in examples:
+        if SCHEMA_KEY not in example.metadata:
+            example = copy.copy(example)
+            example.metadata = {**example.metadata, SCHEMA_KEY: schema}
+        found.append(example)
+    return found
+
+
+def json_schema_metric(schema: dict[str, Any] | None = None, name: str = "json_schema") -> MetricSpec:
+    """A metric: the share of answers that are JSON conforming to their example's schema (its metadata's
+    ``json_schema``), else ``schema``, else the schema the reference implies."""
+
+    def compute(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None,
+                examples: Sequence[Any] | None = None) -> dict[str, float]:
         hits = []
-        for prediction, reference in zip(predictions, references):
+        own = [example.metadata.get(SCHEMA_KEY) for example in examples] if examples else [None] * len(predictions)
+        for prediction, reference, given in zip(predictions, references, own):
             value = parse_json(prediction)
-            expected = schema
+            expected = given if given is not None else schema
             if expected is None:
                 implied = parse_json(reference)
                 expected = schema_of(implied) if implied is not _MISSING else None
             hits.append(value is not _MISSING and expected is not None and conforms(value, expected))
         return {name: _share(hits)}
 
-    return MetricSpec(name, compute, (name,), tasks=ALL_TASKS, sample=JSON_SAMPLE,
-                      description="share of answers that are JSON conforming to the schema (default: the reference's shape)")
+    return MetricSpec(name, compute, (name,), tasks=ALL_TASKS, sample=JSON_SAMPLE, uses_examples=True,
+                      description="share of answers that are JSON conforming to the example's or the run's schema "
+                      "(default: the reference's shape)")
 
 
 def json_fields(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:

@@ -114,6 +114,16 @@ class MetricSpec:
     # (references, right answers, wrong answers) the metric contract test scores instead of its own label
     # or free-text samples, for metrics those cannot exercise (JSON, numbers).
     sample: tuple[Sequence[str], Sequence[str], Sequence[str]] | None = None
+    # True: ``compute`` also takes ``examples=`` (the scored ``TrainingExample`` objects, in order, or
+    # None when there are none, as in the contract test): metrics that read an example's metadata.
+    uses_examples: bool = False
+
+    def score(self, predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None,
+              examples: Sequence[Any] | None = None) -> dict[str, float]:
+        """``compute`` of an answers metric, given the examples when it asks for them."""
+        if self.uses_examples:
+            return self.compute(predictions, references, labels, examples=examples)
+        return self.compute(predictions, references, labels)
 
 
 def _label_scores(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None) -> dict[str, float]:
@@ -145,7 +155,8 @@ _HIGHER_IS_BETTER: dict[str, bool] = {}
 
 def _check_metric(name: str, entry: Any) -> MetricSpec:
     """A registered metric as a ``MetricSpec``: a spec is kept; a plain function ``(predictions,
-    references) -> float | dict`` becomes an answers metric for every task, higher is better."""
+    references) -> float | dict`` (or ``(predictions, references, examples)``: the scored
+    ``TrainingExample`` objects too) becomes an answers metric for every task, higher is better."""
     spec = entry if isinstance(entry, MetricSpec) else _function_metric(name, entry)
     for key in spec.keys:
         _HIGHER_IS_BETTER[key] = spec.higher_is_better
@@ -156,12 +167,28 @@ def _function_metric(name: str, entry: Any) -> MetricSpec:
     if not callable(entry):
         raise TypeError(f"expected a MetricSpec or a function (predictions, references) -> float, got {type(entry).__name__}")
     key = getattr(entry, "__name__", name.rpartition(":")[2]) or name
+    with_examples = _takes_three(entry)
 
-    def compute(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
-        value = entry(list(predictions), list(references))
+    def compute(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] | None = None,
+                examples: Sequence[Any] | None = None) -> dict[str, float]:
+        args = (list(predictions), list(references)) + ((list(examples or ()),) if with_examples else ())
+        value = entry(*args)
         return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else {key: float(value)}
 
-    return MetricSpec(name=name, compute=compute, keys=(key,), description=(entry.__doc__ or "").strip().split("\n")[0])
+    return MetricSpec(name=name, compute=compute, keys=(key,), description=(entry.__doc__ or "").strip().split("\n")[0],
+                      uses_examples=True)
+
+
+def _takes_three(function: Callable[..., Any]) -> bool:
+    """Whether a plain-function metric takes (predictions, references, examples) rather than two arguments."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _register_builtins() -> None:

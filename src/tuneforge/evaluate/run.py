@@ -122,7 +122,7 @@ def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_
         # Strict exact match is always reported beside whatever was asked for.
         for spec in metric_specs([*(spec.name for spec in scored), "exact_match"]):
             if task in spec.tasks:
-                performance.update(spec.compute(answers, references, labels))
+                performance.update(spec.score(answers, references, labels, chat))
         predictions = [
             {"source": ex.source, "input": ex.input, "reference": ref, "prediction": ans}
             for ex, ref, ans in zip(chat, references, answers)
