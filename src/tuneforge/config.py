@@ -80,6 +80,27 @@ def _method_or_none(name: Any) -> Any:
         return None
 
 
+def _objective_or_none(name: Any) -> Any:
+    """The registered objective ``name``, or None when it does not resolve (the field validator reports that)."""
+    from tuneforge.core.errors import TuneforgeError
+
+    if not isinstance(name, str):
+        return None
+    try:
+        return OBJECTIVES.get(name)
+    except TuneforgeError:
+        return None
+
+
+def objective_option_owners() -> dict[str, list[str]]:
+    """Config field -> the registered objectives that read it (their ``options``)."""
+    owners: dict[str, list[str]] = {}
+    for name in OBJECTIVES.names():
+        for option in getattr(_objective_or_none(name), "options", ()):
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
 def method_option_owners() -> dict[str, list[str]]:
     """Config field -> the registered methods that read it (their spec's ``options``), in registry order."""
     owners: dict[str, list[str]] = {}
@@ -167,8 +188,13 @@ class FineTuningConfig(BaseModel):
     batch_size: int = Field(8, ge=1, le=4096)
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
     learning_rate: float | None = Field(None, gt=0, le=1.0, description="peak learning rate; unset: the method's own")
-    objective: str = Field("sft", description="the training loss: sft (cross-entropy on the answers), "
-                           "or a plug-in module:attribute (a registered objective, see docs/SEAMS.md)")
+    objective: str = Field("sft", description="the training loss: sft (cross-entropy on the answers); dpo or orpo on "
+                           "preference pairs (rows with chosen and rejected answers); or your own loss as "
+                           "module:attribute (the protocol: docs/SEAMS.md, example: examples/focal_loss.py)")
+    dpo_beta: float = Field(0.1, gt=0, le=100, description="dpo: inverse temperature β of the DPO loss (higher: stay "
+                            "closer to the base model)")
+    orpo_alpha: float = Field(0.1, gt=0, le=100, description="orpo: weight λ of the odds-ratio term beside the "
+                              "chosen answers' cross-entropy")
     lr_scheduler: Scheduler = "cosine"
     warmup_steps: int | None = Field(None, ge=0, description="default: 10% of the optimizer steps")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
@@ -341,16 +367,18 @@ class FineTuningConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _packing_default(cls, values: Any) -> Any:
-        """``packing`` left unset is off for a method whose wrapper cannot take packed batches."""
+        """``packing`` left unset is off for a method whose wrapper cannot take packed batches, and for an
+        objective that trains on padded batches (the pairwise ones: chosen and rejected rows side by side)."""
         if isinstance(values, dict) and "packing" not in values:
             method = _method_or_none(values.get("method", "lora"))
-            if method is not None and not method.supports_packing:
+            objective = _objective_or_none(values.get("objective", "sft"))
+            if (method is not None and not method.supports_packing) or not getattr(objective, "supports_packing", True):
                 values = {**values, "packing": False}
         return values
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
-        problems: list[str] = self._method_option_problems()
+        problems: list[str] = self._method_option_problems() + self._objective_option_problems()
         if self.early_stopping and self.evaluation_strategy == "no":
             problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
         if self.validation_split + self.test_split >= 0.9:
@@ -382,6 +410,27 @@ class FineTuningConfig(BaseModel):
         if self.packing and not method.supports_packing:
             problems.append(f"packing: method {self.method!r} cannot take packed batches (its wrapper adds virtual tokens "
                             "to every row); leave packing unset or set it to false")
+        return problems
+
+    def _objective_option_problems(self) -> list[str]:
+        """Options of another objective given a non-default value; what the objective itself refuses."""
+        objective = _objective_or_none(self.objective)
+        if objective is None:
+            return []
+        problems = []
+        for field, owners in objective_option_owners().items():
+            if field in getattr(objective, "options", ()) or field not in self.model_fields_set:
+                continue
+            if getattr(self, field) != FineTuningConfig.model_fields[field].get_default(call_default_factory=True):
+                flag = "--" + field.replace("_", "-")
+                problems.append(f"{field} ({flag}) is an option of objective {', '.join(owners)}, not of objective "
+                                f"{self.objective!r}; remove it, or choose --objective {owners[0]}")
+        if self.packing and not getattr(objective, "supports_packing", True):
+            problems.append(f"packing: objective {self.objective!r} trains on padded batches (chosen and rejected answers "
+                            "side by side); leave packing unset or set it to false")
+        check = getattr(objective, "config_problems", None)
+        if check is not None:
+            problems += check(self, _method_or_none(self.method))
         return problems
 
     @property

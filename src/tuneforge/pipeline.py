@@ -34,7 +34,7 @@ from tuneforge.core.status import RunStatus
 from tuneforge.data.examples import TrainingData
 from tuneforge.data.manager import TrainingDataManager
 from tuneforge.data.snapshot import changed_originals, has_snapshot, read_snapshot, write_snapshot
-from tuneforge.data.tokenize import EncodedDataset, encode_examples
+from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 from tuneforge.evaluate.run import ModelEvaluation, evaluate_model
 from tuneforge.lineage import Parent, load_parent_weights, resolve_init_from
@@ -50,6 +50,7 @@ from tuneforge.train.loop import TrainOutcome, fit
 from tuneforge.train.memory_plan import check_memory_before_loading, fit_memory
 from tuneforge.train.monitor import MonitorSettings
 from tuneforge.train.signals import GracefulStop
+from tuneforge.train.objectives import encode_for_objective
 
 EventCallback = Callable[[dict[str, Any]], None]
 logger = logging.getLogger(__name__)
@@ -305,8 +306,9 @@ class FineTuningPipeline:
         """Tokenize the train and validation sets; refuse data with nothing left to learn from."""
         config = self.config
         tokenizer = load_tokenizer(model_dir, config.trust_remote_code)
-        train_set = encode_examples(tokenizer, data.examples, config.max_length, config.train_on_prompt)
-        validation_set = encode_examples(tokenizer, data.validation, config.max_length, config.train_on_prompt)
+        # A pairwise objective (dpo, orpo) trains on chosen/rejected pairs; the others on sequences.
+        train_set = encode_for_objective(tokenizer, data.examples, config)
+        validation_set = encode_for_objective(tokenizer, data.validation, config)
         if not train_set.items:
             raise DatasetError(
                 f"no training example has a token left to learn from at max_length={config.max_length}; "

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from tuneforge.data.tokenize import IGNORE_INDEX, EncodedExample
+from tuneforge.data.tokenize import IGNORE_INDEX, EncodedExample, EncodedPair
 
 # How many batches are sorted by length together: larger means less padding, less randomness.
 LENGTH_GROUP_BATCHES = 16
@@ -53,7 +53,7 @@ def split_into_passes(items: Sequence[EncodedExample], max_tokens: int | None, p
     current: list[EncodedExample] = []
     total = width = 0
     for item in items:
-        length = len(item.input_ids)
+        length = len(item.input_ids) + (len(item.rejected_ids) if isinstance(item, EncodedPair) else 0)
         cost = total + length if packed else max(width, length) * (len(current) + 1)
         if current and cost > max_tokens:
             passes.append(current)
@@ -65,7 +65,14 @@ def split_into_passes(items: Sequence[EncodedExample], max_tokens: int | None, p
 
 
 def collate(items: Sequence[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Preference pairs (``EncodedPair``) give 2N rows: the N chosen sequences, then the N rejected ones
+    in the same order (row i and row N + i are one pair), as TRL's DPO batches are laid out.
+    """
+    if items and isinstance(items[0], EncodedPair):
+        sequences = [pair.sequences() for pair in items]  # type: ignore[attr-defined]
+        items = [chosen for chosen, _ in sequences] + [rejected for _, rejected in sequences]
     width = max(len(item.input_ids) for item in items)
     input_ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
@@ -90,6 +97,8 @@ def collate_packed(items: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
     labels: list[int] = []
     positions: list[int] = []
     boundaries = [0]
+    if items and isinstance(items[0], EncodedPair):
+        raise ValueError("preference pairs are padded, not packed (pairwise objectives turn packing off)")
     for item in items:
         input_ids.extend(item.input_ids)
         labels.extend([IGNORE_INDEX] + list(item.labels[1:]))

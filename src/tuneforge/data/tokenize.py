@@ -7,7 +7,7 @@ tuned model learns to stop. Text examples are trained on every token, with EOS a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.data.examples import TrainingExample
@@ -36,6 +36,35 @@ class EncodedExample:
     @property
     def trained_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+@dataclass
+class EncodedPair(EncodedExample):
+    """A preference pair: ``input_ids``/``labels`` are the chosen answer's, ``rejected_*`` the rejected one's.
+
+    Both share the prompt and are labelled only on their answer. The pair is the unit a pairwise loss
+    averages over, so ``trained_tokens`` is 1 (0 when truncation left either answer without a token):
+    the loop divides a step's summed loss by it exactly as it divides SFT's by labelled tokens.
+    """
+
+    rejected_ids: list[int] = field(default_factory=list)
+    rejected_labels: list[int] = field(default_factory=list)
+
+    @property
+    def trained_tokens(self) -> int:
+        trained = any(label != IGNORE_INDEX for label in self.labels) and any(
+            label != IGNORE_INDEX for label in self.rejected_labels)
+        return int(trained)
+
+    @property
+    def answer_tokens(self) -> int:
+        """Labelled tokens of both answers."""
+        return sum(1 for label in (*self.labels, *self.rejected_labels) if label != IGNORE_INDEX)
+
+    def sequences(self) -> tuple[EncodedExample, EncodedExample]:
+        """The chosen and the rejected sequence as plain examples."""
+        return (EncodedExample(self.input_ids, self.labels),
+                EncodedExample(self.rejected_ids, self.rejected_labels))
 
 
 def chat_template_of(tokenizer: Any) -> str:
@@ -99,6 +128,17 @@ def encode_example(tokenizer: Any, example: TrainingExample, max_length: int, tr
     return EncodedExample(input_ids[:max_length], labels[:max_length], truncated_tokens=cut)
 
 
+def encode_pair(tokenizer: Any, example: TrainingExample, max_length: int) -> EncodedPair:
+    """The chosen and rejected sequences of a preference ``example``, each labelled on its answer only."""
+    if not example.is_preference:
+        raise ValueError(f"{example.source or 'example'}: not a preference pair (no rejected answer)")
+    chosen = encode_example(tokenizer, example, max_length)
+    rejected_example = TrainingExample(messages=[*example.prompt_messages, {"role": "assistant", "content": example.rejected}])
+    rejected = encode_example(tokenizer, rejected_example, max_length)
+    return EncodedPair(chosen.input_ids, chosen.labels, truncated_tokens=chosen.truncated_tokens + rejected.truncated_tokens,
+                       rejected_ids=rejected.input_ids, rejected_labels=rejected.labels)
+
+
 @dataclass
 class EncodedDataset:
     """Encoded examples plus what encoding had to do to them (reported, never silent)."""
@@ -116,11 +156,17 @@ class EncodedDataset:
         return sum(item.trained_tokens for item in self.items)
 
 
-def encode_examples(tokenizer: Any, examples: list[TrainingExample], max_length: int, train_on_prompt: bool = False) -> EncodedDataset:
-    """Encode all examples; examples with nothing left to train on after truncation are dropped."""
-    items, truncated, dropped = [], [], []
+def encode_examples(tokenizer: Any, examples: list[TrainingExample], max_length: int, train_on_prompt: bool = False,
+                    pairs: bool = False) -> EncodedDataset:
+    """Encode all examples; examples with nothing left to train on after truncation are dropped.
+
+    ``pairs``: encode preference examples as ``EncodedPair`` (chosen and rejected), for pairwise objectives.
+    """
+    items: list[EncodedExample] = []
+    truncated, dropped = [], []
     for example in examples:
-        encoded = encode_example(tokenizer, example, max_length, train_on_prompt)
+        encoded = (encode_pair(tokenizer, example, max_length) if pairs
+                   else encode_example(tokenizer, example, max_length, train_on_prompt))
         if encoded.truncated_tokens:
             truncated.append(example.source or "?")
         if encoded.trained_tokens == 0:

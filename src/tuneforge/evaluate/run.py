@@ -11,6 +11,7 @@ from tuneforge.data.batching import iter_eval_batches
 from tuneforge.data.examples import TrainingExample
 from tuneforge.data.tokenize import encode_examples, render_prompt
 from tuneforge.evaluate.generate import EVAL_BATCH_SIZE, generate_answers
+from tuneforge.evaluate.preference import preference_scores
 from tuneforge.evaluate.metrics import ANSWERS, LIKELIHOOD, is_label_task, metric_specs
 from tuneforge.model.loss import mean_label_loss
 
@@ -99,6 +100,8 @@ def _score(model: Any, tokenizer: Any, examples: Sequence[TrainingExample], max_
             performance.update(loss=scores["loss"], perplexity=scores["perplexity"], token_accuracy=scores["accuracy"])
             for spec in likelihood:
                 performance.update(spec.compute(scores))
+    if any(example.is_preference for example in examples):  # held-out pairs: is the chosen answer the likelier one?
+        performance.update(preference_scores(model, tokenizer, examples, max_length, batch_size))
     chat = [example for example in examples if not example.is_text]
     task = "language_modeling"
     predictions: list[dict[str, Any]] = []

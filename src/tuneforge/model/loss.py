@@ -10,7 +10,7 @@ alive at a time, nothing is recomputed, and the backward pass only scales the st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 from typing import Any, Callable, Iterable
 
@@ -79,9 +79,12 @@ class LinearCrossEntropy(torch.autograd.Function):
 class LossSums:
     """Sums over a batch, so several batches can be combined exactly (token-level averaging)."""
 
-    loss_sum: torch.Tensor  # differentiable sum of token losses
-    tokens: int  # labelled tokens
-    correct: int  # tokens whose argmax prediction equals the label
+    loss_sum: torch.Tensor  # differentiable sum of token losses (of pair losses for a pairwise objective)
+    tokens: int  # labelled tokens (pairs for a pairwise objective): the units the loss is averaged over
+    correct: int  # tokens whose argmax prediction equals the label (pairs ranked right)
+    # Extra figures to log, each a *sum* over the batch's units: the loop divides by the step's units and
+    # writes them into train.step (and eval.result as validation_<name>) events.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False) -> LossSums:
@@ -111,6 +114,20 @@ def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper:
         loss_sum, hits = LinearCrossEntropy.apply(rows, head.weight, wanted)
         correct = int(hits)
     return LossSums(loss_sum, int(wanted.numel()), correct)
+
+
+def label_logits(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits of the labelled positions, rows × vocabulary; their labels) of ``batch``: what a user loss needs.
+
+    The decoder runs once (through the wrapper's ``forward`` when ``through_wrapper``) and the head only
+    on the positions that carry a label, so prompt tokens cost no vocabulary projection.
+    """
+    decoder, head = decoder_and_head(model)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    hidden = _decoder_output_through_wrapper(model, decoder, inputs) if through_wrapper else decoder(**inputs).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    mask = targets != IGNORE_INDEX
+    return head(hidden[:, :-1][mask]).float(), targets[mask]
 
 
 def _decoder_output_through_wrapper(model: Any, decoder: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -158,14 +175,23 @@ def mean_label_loss(model: Any, batches: Iterable[dict[str, torch.Tensor]],
     model.eval()
     device = next(model.parameters()).device
     loss_sum, tokens, correct = 0.0, 0, 0
+    extra: dict[str, float] = {}
     for batch in batches:
         sums = loss_sums(model, {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()})
         loss_sum += float(sums.loss_sum)
         tokens += sums.tokens
         correct += sums.correct
+        add_metric_sums(extra, sums.metrics)
     model.train(was_training)
     loss = loss_sum / max(tokens, 1)
-    return {"loss": loss, "accuracy": correct / max(tokens, 1), "perplexity": perplexity(loss)}
+    means = {name: value / max(tokens, 1) for name, value in extra.items()}
+    return {**means, "loss": loss, "accuracy": correct / max(tokens, 1), "perplexity": perplexity(loss)}
+
+
+def add_metric_sums(total: dict[str, float], sums: dict[str, Any]) -> None:
+    """Add an objective's metric sums into ``total`` (tensors become floats)."""
+    for name, value in sums.items():
+        total[name] = total.get(name, 0.0) + float(value)
 
 
 def perplexity(loss: float) -> float:

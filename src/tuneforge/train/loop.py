@@ -26,7 +26,7 @@ from tuneforge.core.memory import current_memory_mb, peak_memory_mb
 from tuneforge.core.status import INTERRUPTED
 from tuneforge.data.batching import collate, collate_packed, epoch_batches, iter_eval_batches, real_tokens, split_into_passes
 from tuneforge.data.tokenize import EncodedDataset
-from tuneforge.model.loss import LossSums, mean_label_loss, perplexity
+from tuneforge.model.loss import LossSums, add_metric_sums, mean_label_loss, perplexity
 from tuneforge.model.methods import get_method
 from tuneforge.model.precision import forward_context, resolve_precision
 from tuneforge.monitor.events import EventWriter
@@ -97,6 +97,7 @@ class GroupSums:
     correct: int  # labelled tokens predicted right
     trained_tokens: int  # labelled tokens (the loss is divided by this)
     processed_tokens: int  # real, non-padding tokens through the model
+    metrics: dict[str, float] = field(default_factory=dict)  # the objective's metric sums (LossSums.metrics)
 
 
 def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningConfig,
@@ -111,6 +112,7 @@ def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningC
     """
     trained_tokens = sum(item.trained_tokens for batch in group for item in batch)
     loss_sum, correct, processed = 0.0, 0, 0
+    metrics: dict[str, float] = {}
     passes = [part for batch in group for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
     for batch_items in passes:
         batch = collate_packed(batch_items) if config.packing else collate(batch_items, pad_token_id)
@@ -121,7 +123,8 @@ def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningC
         loss_sum += float(sums.loss_sum.detach())
         correct += sums.correct
         processed += real_tokens(batch)
-    return GroupSums(loss_sum, correct, trained_tokens, processed)
+        add_metric_sums(metrics, sums.metrics)
+    return GroupSums(loss_sum, correct, trained_tokens, processed, metrics)
 
 
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
@@ -358,6 +361,8 @@ class _Run:
             "memory_mb": current_memory_mb(), "elapsed_seconds": round(elapsed, 3),
             "trained_tokens": group_tokens,  # the loss is a mean over these: the monitor allows for its noise
         }
+        # The objective's own figures (DPO's rewards, a user loss's terms): means over the step's units.
+        metrics.update({name: value / group_tokens for name, value in sums.metrics.items() if name not in metrics})
         if self.device == "cuda":
             metrics["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 1e6, 1)
         if skipped:
@@ -387,7 +392,8 @@ class _Run:
                                   self.loss_sums)
         record = {"step": state.step, "epoch": round(state.epoch + min(1.0, state.batches_done_in_epoch / n_batches), 4),
                   "validation_loss": metrics["loss"], "validation_accuracy": metrics["accuracy"],
-                  "validation_perplexity": metrics["perplexity"]}
+                  "validation_perplexity": metrics["perplexity"],
+                  **{f"validation_{name}": value for name, value in metrics.items() if name not in ("loss", "accuracy", "perplexity")}}
         state.validation_history.append(record)
         value = record[config.best_metric]
         sign = -1.0 if config.best_metric in HIGHER_IS_BETTER else 1.0
