@@ -45,3 +45,5 @@ def test_cross_validation_trains_k_folds(train_run):
     assert sum(fold["test"] for fold in cv["folds"]) == saved["data"]["train"] + saved["data"]["test"] == 40 - saved["data"]["validation"]
     assert (result.run_dir / "fold-1" / "results.json").is_file() and (result.run_dir / "fold-2" / "adapter").is_dir()
     assert cv["tuned"]["accuracy"]["folds"] == [fold["tuned"]["accuracy"] for fold in cv["folds"]]
+    page = (result.run_dir / "report.html").read_text()  # the root's report: mean ± std, each fold linked
+    assert "2-fold cross-validation" in page and " ± " in page and "fold-1/report.html" in page

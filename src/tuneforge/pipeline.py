@@ -507,6 +507,7 @@ class FineTuningPipeline:
         result.cross_validation = {"k": len(folds), "folds": runs, "tuned": summarize_folds(tuned) if tuned else {},
                                    "base": summarize_folds(base) if base else {}}
         atomic_write_json(root / "results.json", result.to_dict())
+        write_report(root)  # the folds' mean ± std, linking each fold's own report
         return result
 
     def _general_perplexity(self, model: Any, tokenizer: Any) -> float:

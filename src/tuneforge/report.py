@@ -315,6 +315,25 @@ RESULTS_FIX = ("results.json is rewritten when the run finishes: `tuneforge resu
                "damaged file and run `tuneforge report` again for what events.jsonl holds")
 
 
+def _cross_validation_section(results: dict[str, Any]) -> str:
+    """K folds: every metric's mean ± sample standard deviation for base and tuned, and each fold's figure."""
+    found = results.get("cross_validation")
+    if not found:
+        return ""
+    base, tuned = found.get("base") or {}, found.get("tuned") or {}
+    folds = found.get("folds") or []
+    links = "".join(f"<th><a href='fold-{f['fold']}/report.html'>fold {f['fold']}</a></th>" for f in folds)
+    rows = [f"<table><tr><th>metric</th><th>base mean ± std</th><th>tuned mean ± std</th>{links}</tr>"]
+    for metric in sorted(set(base) | set(tuned), key=lambda m: (m not in ("accuracy", "f1_score"), m)):
+        cells = "".join(f"<td>{_fmt(s[metric]['mean'])} ± {_fmt(s[metric]['std'])}</td>" if metric in s else "<td>—</td>"
+                        for s in (base, tuned))
+        per_fold = (tuned.get(metric) or {}).get("folds") or []
+        rows.append(f"<tr><td>{html.escape(metric)}</td>{cells}" + "".join(f"<td>{_fmt(v)}</td>" for v in per_fold) + "</tr>")
+    return (f"<h2>{found['k']}-fold cross-validation</h2><p class='muted'>Each fold's examples were the test set of one run "
+            "trained on the others (stratified by label for label tasks); the standard deviation is the sample one; "
+            "the fold columns are the tuned model's figures.</p>" + "".join(rows) + "</table>")
+
+
 def build_report(run_dir: Path) -> str:
     """The HTML page of a run, as a string.
 
@@ -380,7 +399,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <p>status: <b class="status-{html.escape(str(results.get('status')))}">{html.escape(str(results.get('status')))}</b>{' — ' + html.escape(str(results['error'])) if results.get('error') else ''}</p>
 <div class="cards">{card_html}</div>
 {_lineage_section(results)}
-<h2>Base vs tuned on the held-out test split</h2>{_comparison_table(results)}
+{_cross_validation_section(results) or '<h2>Base vs tuned on the held-out test split</h2>' + _comparison_table(results)}
 {_baselines_section(results)}
 {_forgetting_section(results)}
 {_error_analysis_section(results)}

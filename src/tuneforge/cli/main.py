@@ -406,7 +406,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tuneforge.report import write_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "events.jsonl").is_file():
+    if not (run_dir / "events.jsonl").is_file() and not (run_dir / "results.json").is_file():  # a cross-validation root has only results
         raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no events.jsonl)")
     print(write_report(run_dir))
     return 0
