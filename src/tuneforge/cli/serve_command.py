@@ -47,6 +47,8 @@ def add_serve_command(subparsers: Any) -> None:
                        "postgresql://... lets workers on several machines share one queue")
     serve.add_argument("--no-worker", dest="worker", action="store_false",
                        help="do not train in this process (run `tuneforge worker` elsewhere)")
+    serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                       help="do not serve the web dashboard at / (the API under /v1 only)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -56,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings(host=args.host, port=args.port, models=args.models or [DEFAULT_MODEL],
                               api_key_file=args.api_key_file, max_upload_mb=args.max_upload_mb,
-                              database_url=args.database_url or os.environ.get("TUNEFORGE_DATABASE_URL") or None, worker=args.worker)
+                              database_url=args.database_url or os.environ.get("TUNEFORGE_DATABASE_URL") or None, worker=args.worker,
+                              dashboard=args.dashboard)
     serve(settings)
     return 0

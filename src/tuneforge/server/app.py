@@ -132,7 +132,8 @@ def build_state(settings: ServerSettings, manager: Any = None) -> ServerState:
 
 
 def create_app(settings: ServerSettings | None = None, manager: Any = None, api_key: str | None = None) -> FastAPI:
-    """The ASGI application: FastAPI under ``/v1`` behind the gate (request ids, bearer key, size limit).
+    """The ASGI application: FastAPI under ``/v1`` behind the gate (request ids, bearer key, size limit),
+    and the web dashboard at ``/`` (``settings.dashboard``; ``server/dashboard/``).
 
     ``manager`` is the ``FineTuningManager`` behind files, jobs and fine-tuned models (None: only
     the base models are served and those routes answer 404). ``api_key`` defaults to
@@ -156,15 +157,21 @@ def create_app(settings: ServerSettings | None = None, manager: Any = None, api_
     from tuneforge.server.completions import router as completions_router
     from tuneforge.server.models_routes import router as models_router
 
-    v1 = APIRouter(prefix="/v1")
-    v1.include_router(models_router)
-    v1.include_router(completions_router)
+    routers = [models_router, completions_router]
     if manager is not None:
         from tuneforge.server.jobs_routes import router as jobs_router
 
-        v1.include_router(jobs_router)
+        routers.append(jobs_router)
+    v1 = APIRouter(prefix="/v1")
+    for router in routers:
+        v1.include_router(router)
     app.include_router(v1)
-    app.add_middleware(APIGate, api_key=key, max_body_bytes=settings.max_upload_bytes)
+    dashboard = None
+    if settings.dashboard:
+        from tuneforge.server.dashboard import install_dashboard
+
+        dashboard = install_dashboard(app, key, routers)  # pages at /, the same routes again at /ui/v1 for them
+    app.add_middleware(APIGate, api_key=key, max_body_bytes=settings.max_upload_bytes, dashboard=dashboard)
     return app
 
 

@@ -6,7 +6,9 @@ costs microseconds here. Order per request:
 1. ``x-request-id``: the client's, when it is a short token of safe characters, else a new
    ``req_<hex>``; set on every response, errors included.
 2. ``Authorization: Bearer <key>`` compared in constant time; anything else is 401
-   ``invalid_api_key`` — for every path, ``/docs`` and ``/openapi.json`` included.
+   ``invalid_api_key`` — for every path, ``/docs`` and ``/openapi.json`` included. The dashboard's
+   own paths (pages, ``/ui/*``) are decided by its ``DashboardAuth`` instead (a session cookie,
+   with cross-site checks; ``server/dashboard/auth.py``); a page without a session redirects to ``/login``.
 3. A body larger than the limit is 413 before it is read: at once by ``Content-Length``, else
    while it streams in (chunked uploads), without buffering it.
 """
@@ -42,10 +44,11 @@ class _TooLarge(StarletteHTTPException):
 class APIGate:
     """Request ids, authentication and the body-size limit around ``app`` (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, api_key: str, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, max_body_bytes: int, dashboard: Any = None) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
         self.max_body_bytes = max_body_bytes
+        self.dashboard = dashboard  # a DashboardAuth, or None: no dashboard, the bearer key for every path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,7 +67,19 @@ class APIGate:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+        verdict = "api"
+        if self.dashboard is not None:
+            try:
+                verdict = self.dashboard.verdict(scope.get("method", "GET"), scope.get("path", ""), headers)
+            except APIError as refused:
+                await _send_error(send_with_id, refused)
+                return
+            if verdict == "login":
+                await send_with_id({"type": "http.response.start", "status": 303,
+                                    "headers": [(b"location", b"/login"), (b"content-length", b"0")]})
+                await send_with_id({"type": "http.response.body", "body": b""})
+                return
+        if verdict == "api" and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
             await _send_error(send_with_id, APIError(
                 401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>' (the key is in "
                      "$TUNEFORGE_HOME/api_key, or $TUNEFORGE_API_KEY).", code="invalid_api_key"),

@@ -33,6 +33,8 @@ def serve(settings: ServerSettings) -> None:
     app = create_app(settings, manager=manager, api_key=key)
     print(f"tuneforge serving {', '.join(app.state.tuneforge.models)} on http://{settings.host}:{settings.port}/v1 "
           f"({'with' if worker else 'without'} a job worker); stop with Ctrl-C", flush=True)
+    if settings.dashboard:
+        print(f"dashboard: http://{settings.host}:{settings.port}/ (log in with the API key)", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                       lifespan="on", server_header=False)).run()

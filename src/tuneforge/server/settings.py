@@ -58,6 +58,7 @@ class ServerSettings:
     default_max_tokens: int = 256
     max_tokens_limit: int = 4096  # the most tokens one answer may have, whatever a request asks
     device: str | None = None
+    dashboard: bool = True  # the web dashboard at / (log in with the API key; server/dashboard/)
 
     @property
     def home_dir(self) -> Path:
