@@ -34,6 +34,8 @@ _EXPORTS = {
     "Issue": "tuneforge.train.monitor",
     "TrainingMetrics": "tuneforge.train.metrics",
     "ResultFinding": "tuneforge.train.result_checks",
+    "run_search": "tuneforge.search.run",
+    "SearchResult": "tuneforge.search.run",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

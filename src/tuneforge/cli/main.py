@@ -27,6 +27,7 @@ examples:
   tuneforge resume runs/mine                              continue an interrupted run exactly where it stopped
   tuneforge validate my.jsonl --model smollm2-135m-instruct   the data doctor: every problem, token counts
   tuneforge demo                                          the bundled example task, end to end
+  tuneforge search --config search.yaml                   hyperparameter search with Optuna (trials, pruning, best config)
 """
 
 EXIT_STOPPED_BY_SIGNAL = 75  # EX_TEMPFAIL: stopped cleanly with a checkpoint; try again with `tuneforge resume`
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_commands(commands)
     from tuneforge.cli.compare_command import add_compare_command
     add_compare_command(commands)
+    from tuneforge.cli.search_command import add_search_command
+    add_search_command(commands)
 
     finetune = commands.add_parser(
         "finetune", help="validate data, train, evaluate base and tuned, write the run directory",
