@@ -35,6 +35,7 @@ class TrainingExample:
     metadata: dict[str, Any]
     source: str
     rejected: str | None  # a preference pair's rejected answer (the chosen one is the final assistant turn)
+    tools: list[dict[str, Any]] | None  # the tools a tool-calling conversation declares (OpenAI's format, data/tool_calls.py)
 
     def __init__(
         self,
@@ -49,12 +50,14 @@ class TrainingExample:
         completion: str | None = None,
         system: str | None = None,
         rejected: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> None:
         self.messages = messages if messages is not None else []
         self.text = text
         self.metadata = metadata if metadata is not None else {}
         self.source = source
         self.rejected = rejected
+        self.tools = tools
         pair = _pair_of(input, output, prompt, completion)
         if pair is None and system is not None:
             raise DatasetError("TrainingExample(system=...) needs input/output or prompt/completion beside it; "
@@ -115,6 +118,8 @@ class TrainingExample:
             row: dict[str, Any] = {"messages": self.prompt_messages, "chosen": self.output, "rejected": self.rejected}
         else:
             row = {"text": self.text} if self.is_text else {"messages": self.messages}
+        if self.tools:
+            row["tools"] = self.tools
         if self.metadata:
             row["metadata"] = self.metadata
         return row

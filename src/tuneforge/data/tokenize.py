@@ -3,6 +3,11 @@
 Loss is computed only on assistant turns (the prompt is masked with -100) unless
 ``train_on_prompt``; the end-of-turn token that closes each assistant turn is always trained, so the
 tuned model learns to stop. Text examples are trained on every token, with EOS appended.
+
+Tool-calling conversations (``example.tools``, assistant ``tool_calls``, ``tool`` messages) are
+rendered with ``tools=`` through the model's own template, which must support tools
+(``tool_calls.check_tool_template`` raises a ``DatasetError`` naming the model otherwise); the
+tool-call turns are assistant turns and trained, the tool answers and tool definitions are not.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.data.examples import TrainingExample
+from tuneforge.data.tool_calls import check_tool_template, has_tools, template_messages
 
 IGNORE_INDEX = -100
 
@@ -72,33 +78,39 @@ def chat_template_of(tokenizer: Any) -> str:
     return getattr(tokenizer, "chat_template", None) or FALLBACK_CHAT_TEMPLATE
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
-    """The conversation as the model sees it, as text."""
-    clean = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(
-        clean, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=chat_template_of(tokenizer)
-    )
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+                tools: list[dict[str, Any]] | None = None) -> str:
+    """The conversation as the model sees it, as text; with ``tools`` (or tool calls) through a template that supports them."""
+    template = chat_template_of(tokenizer)
+    if not tools and not has_tools(messages):
+        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=template)
+    check_tool_template(tokenizer, template)
+    return tokenizer.apply_chat_template(template_messages(messages), tools=tools or None, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt, chat_template=template)
 
 
 def render_prompt(tokenizer: Any, example: TrainingExample) -> str:
     """The text a model is given to produce ``example.output`` (text examples: the empty prompt)."""
     if example.is_text:
         return ""
-    return render_chat(tokenizer, example.prompt_messages, add_generation_prompt=True)
+    return render_chat(tokenizer, example.prompt_messages, add_generation_prompt=True, tools=example.tools)
 
 
-def _segments(tokenizer: Any, messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+def _segments(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[tuple[str, bool]]:
     """Split the rendered conversation into (text, trained) pieces at assistant-turn boundaries."""
-    full = render_chat(tokenizer, messages)
+    full = render_chat(tokenizer, messages, tools=tools)
     pieces: list[tuple[str, bool]] = []
     cursor = 0
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render_chat(tokenizer, messages[:index], add_generation_prompt=True))
-        end = len(render_chat(tokenizer, messages[: index + 1]))
-        if start < cursor or not full.startswith(render_chat(tokenizer, messages[: index + 1])):
+        start = len(render_chat(tokenizer, messages[:index], add_generation_prompt=True, tools=tools))
+        end = len(render_chat(tokenizer, messages[: index + 1], tools=tools))
+        if start < cursor or not full.startswith(render_chat(tokenizer, messages[: index + 1], tools=tools)):
             # A template that rewrites earlier turns: find the answer text itself instead.
+            if not message["content"]:
+                continue  # a pure tool call has no text of its own to find
             start = full.find(message["content"], cursor)
             end = start + len(message["content"]) if start >= 0 else -1
             if start < 0:
@@ -120,7 +132,7 @@ def encode_example(tokenizer: Any, example: TrainingExample, max_length: int, tr
             ids = ids + [tokenizer.eos_token_id]
         input_ids, labels = list(ids), list(ids)
     else:
-        for text, trained in _segments(tokenizer, example.messages):
+        for text, trained in _segments(tokenizer, example.messages, example.tools):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             input_ids.extend(ids)
             labels.extend(ids if (trained or train_on_prompt) else [IGNORE_INDEX] * len(ids))

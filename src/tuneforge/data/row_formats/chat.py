@@ -1,8 +1,11 @@
-"""``chat``: ``{"messages": [{"role", "content", "weight"?}, ...]}``, OpenAI's fine-tuning format.
+"""``chat``: ``{"messages": [{"role", "content", "weight"?}, ...], "tools"?: [...]}``, OpenAI's fine-tuning format.
 
 Checked with the codes of OpenAI's data-preparation cookbook (``missing_messages_list``,
 ``message_missing_key``, ``unrecognized_role``, ...) plus ``weight``: 0 or 1 on assistant turns,
-0 meaning "context, do not learn this answer".
+0 meaning "context, do not learn this answer". Tool calling (OpenAI's function-calling format:
+top-level ``tools``, assistant ``tool_calls`` with ``content`` null, ``tool`` messages with
+``tool_call_id``) is checked by ``data/tool_calls.py``; the tool-call turns are trained like any
+assistant turn, the tool answers are context.
 """
 
 from __future__ import annotations
@@ -14,8 +17,16 @@ from tuneforge.data.checks import Location, describe_type, show
 from tuneforge.data.examples import ROLES, TrainingExample
 from tuneforge.data.findings import Finding
 from tuneforge.data.row_formats.base import Path, RowFormat, metadata_of
+from tuneforge.data.tool_calls import has_tools, tool_problems
 
-MESSAGE_KEYS = frozenset({"role", "content", "weight", "name"})
+MESSAGE_KEYS = frozenset({"role", "content", "weight", "name", "tool_calls", "tool_call_id"})
+CHAT_ROLES = (*ROLES, "tool")  # a tool message answers an assistant's tool call
+TOOL_KEYS = ("tools", "parallel_tool_calls")  # top-level keys of a tool-calling row
+
+
+def _calls_tools(message: Any) -> bool:
+    """An assistant turn that calls tools: its content may be null or empty."""
+    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
 
 
 def convert_chat(row: dict[str, Any], where: str, problems: list[str]) -> TrainingExample | None:
@@ -35,10 +46,12 @@ def convert_chat(row: dict[str, Any], where: str, problems: list[str]) -> Traini
         if extra:
             problems.append(f"{where}: {field} has unrecognised key(s) {sorted(extra)}; allowed: role, content, weight")
         role = message.get("role")
-        if role not in ROLES:
-            problems.append(f"{where}: {field}.role is {role!r}; expected one of: {', '.join(ROLES)}")
+        if role not in CHAT_ROLES:
+            problems.append(f"{where}: {field}.role is {role!r}; expected one of: {', '.join(CHAT_ROLES)}")
         content = message.get("content")
-        if not isinstance(content, str) or (role == "assistant" and not content.strip()):
+        if _calls_tools(message) and content in (None, ""):
+            content = ""  # a pure tool call
+        elif not isinstance(content, str) or (role == "assistant" and not content.strip()):
             problems.append(f"{where}: {field}.content must be non-empty text")
         weight = message.get("weight")
         weight = 1 if weight is None else weight  # absent, or null in a parquet struct shared with weighted rows
@@ -47,12 +60,17 @@ def convert_chat(row: dict[str, Any], where: str, problems: list[str]) -> Traini
         item = {"role": role, "content": content}
         if message.get("weight") is not None:
             item["weight"] = weight
+        for key in ("tool_calls", "tool_call_id"):
+            if message.get(key) is not None:
+                item[key] = message[key]
         clean.append(item)
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
         problems.append(f"{where}: no assistant message; each example needs at least one answer to learn")
+    if has_tools(row):
+        problems += [f"{where}: {message}" for code, message, _ in tool_problems(row) if code != "tool_arguments_mismatch"]
     if len(problems) > before:
         return None
-    return TrainingExample(messages=clean, metadata=metadata_of(row), source=where)
+    return TrainingExample(messages=clean, metadata=metadata_of(row), source=where, tools=row.get("tools") or None)
 
 
 def check_chat_row(row: dict[str, Any], at: Location) -> list[Finding]:
@@ -70,18 +88,20 @@ def check_chat_row(row: dict[str, Any], at: Location) -> list[Finding]:
             problems.append(at("message_missing_key", f"{field} must be an object with 'role' and 'content', "
                                f"got {describe_type(message)}", field))
             continue
-        missing = [key for key in ("role", "content") if key not in message]
+        missing = [key for key in ("role", "content") if key not in message and not (key == "content" and _calls_tools(message))]
         if missing:
             problems.append(at("message_missing_key", f"{field} has no {' and no '.join(repr(k) for k in missing)}", field))
         extra = sorted(str(key) for key in set(message) - MESSAGE_KEYS)
         if extra:
             problems.append(at("message_unrecognized_key", f"{field} has unrecognised key(s) {extra}; "
-                               "allowed: role, content, weight, name", field))
+                               "allowed: role, content, weight, name, tool_calls, tool_call_id", field))
         role = message.get("role")
-        if "role" in message and (not isinstance(role, str) or role not in ROLES):
-            problems.append(at("unrecognized_role", f"{field}.role is {show(role)}; expected one of: {', '.join(ROLES)}",
+        if "role" in message and (not isinstance(role, str) or role not in CHAT_ROLES):
+            problems.append(at("unrecognized_role", f"{field}.role is {show(role)}; expected one of: {', '.join(CHAT_ROLES)}",
                                f"{field}.role"))
-        if "content" in message:
+        if _calls_tools(message) and message.get("content") in (None, ""):
+            pass  # a pure tool call: the calls are the answer
+        elif "content" in message:
             problems += _check_content(message["content"], role, field, at)
         if message.get("weight") is not None:  # null: absent (parquet structs shared with weighted rows)
             weight = message["weight"]
@@ -99,6 +119,8 @@ def check_chat_row(row: dict[str, Any], at: Location) -> list[Finding]:
     elif all(weight == 0 for weight in assistant_weights) and not any(p.code == "invalid_weight" for p in problems):
         problems.append(at("nothing_trained", "every assistant message has weight 0, so nothing is learned from it",
                            "messages"))
+    if has_tools(row):
+        problems += [at(code, message, field) for code, message, field in tool_problems(row)]
     return problems
 
 
@@ -137,6 +159,7 @@ def _column_type(column: str, arrow_type: str) -> str | None:
 CHAT = ROW_FORMATS.register("chat", RowFormat(
     name="chat", keys=("messages",), convert=convert_chat, check=check_chat_row,
     sample={"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]},
-    becomes="the messages as given", priority=10, text_paths=_text_paths, prompt_path=_prompt_path,
+    becomes="the messages as given (tool calls too)", priority=10, text_paths=_text_paths, prompt_path=_prompt_path,
+    optional=TOOL_KEYS,
     column_type=_column_type,
 ))
