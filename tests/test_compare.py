@@ -66,7 +66,7 @@ def test_resolve_contender_kinds(lora_run, tiny_model_dir):
 
 
 def test_compare_a_run_with_its_base_on_the_runs_test_split(lora_run, tiny_model_dir, tmp_path):
-    comparison = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], max_new_tokens=4)
+    comparison = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], max_new_tokens=4, baselines=False)
     run, base = lora_run.run_dir.name, tiny_model_dir.name
     assert comparison.data == str(lora_run.run_dir / "data" / "test.jsonl")
     accuracy = next(row for row in comparison.table if row["metric"] == "accuracy")
@@ -114,8 +114,8 @@ def test_ft_model_ids_compare_through_the_manager_with_the_same_code(lora_run, t
     manager.store.upsert_model({"id": name, "kind": "fine-tuned", "created": time.time(), "owned_by": "org-local",
                                 "job_id": job.id, "base": str(tiny_model_dir)})
     test = lora_run.run_dir / "data" / "test.jsonl"
-    found = manager.compare_models([name, str(tiny_model_dir)], test, max_new_tokens=4)
-    direct = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], test, max_new_tokens=4)
+    found = manager.compare_models([name, str(tiny_model_dir)], test, max_new_tokens=4, baselines=False)
+    direct = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], test, max_new_tokens=4, baselines=False)
     # FineTuningManager.compare_models and compare_sources are one code path: the same figures and tests.
     assert found["evaluations"][name] == pytest.approx(direct.performances[lora_run.run_dir.name])
     assert found["pairs"][0]["p_value"] == direct.pairs[0]["p_value"] and found["table"]
@@ -124,9 +124,27 @@ def test_ft_model_ids_compare_through_the_manager_with_the_same_code(lora_run, t
     manager.store.dispose()
 
     out = tmp_path / "cmp"
-    args = ["compare", name, str(tiny_model_dir), "--data", str(test), "--home", str(home), "--max-new-tokens", "4"]
+    args = ["compare", name, str(tiny_model_dir), "--data", str(test), "--home", str(home), "--max-new-tokens", "4",
+            "--no-baselines"]
     assert main(args + ["--json", "--out", str(out)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [m["kind"] for m in shown["models"]] == ["fine-tuned", "model"] and "training loss" in (out / "compare.html").read_text()
     assert main(["compare", "ft:nothing:x:ftjob-" + "0" * 24, str(tiny_model_dir), "--data", str(test), "--home", str(home)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_compare_puts_the_prompting_baselines_beside_the_models_with_a_verdict(lora_run, tiny_model_dir, tmp_path):
+    run, base = lora_run.run_dir.name, tiny_model_dir.name
+    comparison = compare_sources([str(lora_run.run_dir), str(tiny_model_dir)], max_new_tokens=4, shots=2,
+                                 baseline=str(tiny_model_dir), fail_if_worse=1.0)
+    few, retrieval = f"few-shot ({base})", f"retrieval few-shot ({base})"
+    assert [c.name for c in comparison.contenders] == [run, base, few, retrieval]
+    assert comparison.baselines[few]["shots"] == 2 and comparison.baselines[retrieval]["retriever"] == "bm25"
+    accuracy = next(row for row in comparison.table if row["metric"] == "accuracy")
+    assert {run, base, few, retrieval} <= set(accuracy)
+    assert len(comparison.pairs) == 6  # every pair of the four, baselines included
+    verdict = comparison.verdicts[run]
+    assert verdict["metric"] == "accuracy" and verdict["best_baseline"] in {"base", few, retrieval}
+    assert all(row["model"] not in (few, retrieval) for row in comparison.regressions)  # baselines are not gated
+    page = write_comparison(comparison, tmp_path / "cmp")["html"].read_text()
+    assert "retrieval few-shot" in page and verdict["message"].split(" (")[0] in page

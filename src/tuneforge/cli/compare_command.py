@@ -17,6 +17,9 @@ examples:
 a RUN_OR_MODEL is a run directory, a checkpoint (RUN/checkpoints/step-N), a base model name or
 directory, or a model id of the job store (ft:… of a fine-tuning job, …:ckpt-step-N of its checkpoints).
 
+beside them (unless --no-baselines): the first trained model's base prompted with --shots training
+examples (few-shot, and retrieval few-shot by BM25), and per trained model the verdict: does it beat
+the best prompting baseline, at what prompt-token cost.
 per pair: McNemar's exact test on which examples each model answers right (label match for label
 tasks, exact match otherwise) and a paired bootstrap 95 % confidence interval of the difference.
 Writes comparison.json, per_example.jsonl and compare.html (training curves overlaid, the examples
@@ -50,6 +53,14 @@ def add_compare_command(subparsers: Any) -> None:
                          help="use only the first N examples (default: all)")
     compare.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
                          help="answer length limit (default: 64)")
+    compare.add_argument("--no-baselines", dest="baselines", action="store_false",
+                         help="leave out the prompting baselines (the first trained model's base with --shots examples "
+                         "in the prompt: few-shot and retrieval few-shot) and the verdicts")
+    compare.add_argument("--shots", type=config_value("baseline_shots"), default=5, metavar="K",
+                         help="training examples in a baseline's prompt (default: 5)")
+    compare.add_argument("--retriever", choices=["bm25"], default="bm25", help="how retrieval few-shot finds its examples")
+    compare.add_argument("--train", metavar="FILE", default=None,
+                         help="the examples baselines draw shots from (default: the first run's data/train.jsonl)")
     compare.add_argument("--json", action="store_true", help="print comparison.json instead of tables")
     _store_flags(compare)
     compare.set_defaults(handler=cmd_compare)
@@ -64,8 +75,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.fail_if_worse is not None and args.baseline is None:
         raise ConfigError(["--fail-if-worse needs --baseline RUN (the model the others are checked against)"])
+    from tuneforge.data.manager import TrainingDataManager
+
+    train = TrainingDataManager().load(args.train)[0] if args.train else None
     options = dict(metric=args.metric, baseline=args.baseline, fail_if_worse=args.fail_if_worse, max_examples=args.max_examples,
-                   max_new_tokens=args.max_new_tokens)
+                   max_new_tokens=args.max_new_tokens, baselines=args.baselines, shots=args.shots, retriever=args.retriever,
+                   train=train)
     with render.Spinner(f"comparing {len(args.sources)} models", enabled=not args.json):
         if any(is_store_model_id(source) for source in args.sources):
             # ft: model ids live in the job store: the manager's compare_models, the same code with its resolver.

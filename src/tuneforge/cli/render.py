@@ -331,6 +331,11 @@ def comparison(data: dict[str, Any], paths: dict[str, Any]) -> None:
     for r in data["regressions"]:
         out.print(f"[bold red]regression: {r['model']} is worse than {r['baseline']} by {r['worse_by']:.4f} "
                   f"{r['metric']} ({r['value']:.4f} vs {r['baseline_value']:.4f}; allowed {r['tolerance']})[/bold red]")
+    for name, verdict in (data.get("verdicts") or {}).items():
+        colour = "green" if verdict.get("worth_it") else "yellow"
+        out.print(f"[{colour}]verdict for {name}: {verdict['message']}[/{colour}]", soft_wrap=True)
+    if data.get("baselines_skipped"):
+        note(f"baselines skipped: {data['baselines_skipped']}")
     out.print(f"{data['disagreements']} example(s) where the models disagree; written: {paths['html']}, {paths['examples']}, "
               f"{paths['json']}", soft_wrap=True)
 

@@ -196,6 +196,9 @@ class Comparison:
     pairs: list[dict[str, Any]] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     regressions: list[dict[str, Any]] = field(default_factory=list)
+    baselines: dict[str, Any] = field(default_factory=dict)  # name in the table -> how its prompts were built
+    baselines_skipped: str | None = None
+    verdicts: dict[str, Any] = field(default_factory=dict)  # trained model -> evaluate.baselines.verdict
 
     @property
     def performances(self) -> dict[str, dict[str, float]]:
@@ -207,6 +210,7 @@ class Comparison:
                 "performance": self.performances,
                 "resources": {name: evaluation.resources for name, evaluation in self.evaluations.items()},
                 "table": self.table, "pairs": self.pairs, "regressions": self.regressions,
+                "baselines": self.baselines, "baselines_skipped": self.baselines_skipped, "verdicts": self.verdicts,
                 "disagreements": sum(row["disagree"] for row in self.examples)}
 
 
@@ -224,7 +228,9 @@ def unique_names(contenders: list[Contender]) -> list[Contender]:
 def compare_sources(sources: Sequence[str], data: str | Path | None = None, metric: str = "accuracy",
                     baseline: str | None = None, fail_if_worse: float | None = None, max_examples: int | None = None,
                     on_model: Callable[[str, int], None] | None = None,
-                    resolve: Callable[[str], Contender | None] | None = None, **evaluation_args: Any) -> Comparison:
+                    resolve: Callable[[str], Contender | None] | None = None, baselines: bool = True,
+                    shots: int = 5, retriever: str = "bm25", train: Sequence[Any] | None = None,
+                    **evaluation_args: Any) -> Comparison:
     """Evaluate every source (run directory, checkpoint or base model name) on the same examples and compare.
 
     ``data`` defaults to the first run's test split. ``metric`` is the one the regression check and
@@ -233,6 +239,9 @@ def compare_sources(sources: Sequence[str], data: str | Path | None = None, metr
     more than that. ``evaluation_args`` go to ``evaluate_model``; ``on_model(name, examples)`` is
     told before each evaluation. ``resolve(source)`` names what a source is before the file system is
     asked (the jobs store resolves ``ft:`` model ids and checkpoint ids so); None: not its kind.
+    ``baselines``: also the first trained model's base prompted with ``shots`` examples (few-shot and
+    ``retriever`` few-shot, from ``train`` or that run's train split), as rows of the table and pairs of
+    the tests, with a verdict per trained model (``evaluate/worth_it.py``); never checked for regressions.
     """
     from tuneforge.data.manager import TrainingDataManager
     from tuneforge.evaluate.metrics import is_label_task, normalize_answer
@@ -249,6 +258,8 @@ def compare_sources(sources: Sequence[str], data: str | Path | None = None, metr
             on_model(contender.name, len(examples))
         evaluations[contender.name] = _evaluate(contender, examples, labels, evaluation_args)
     comparison = Comparison(contenders, evaluations, metric, str(path))
+    if baselines:
+        _add_baselines(comparison, examples, labels, train, shots, retriever, on_model, evaluation_args)
     comparison.table = compare_models(comparison.performances)
     names = [c.name for c in contenders]
     if not any(metric in p for p in comparison.performances.values()):
@@ -258,8 +269,41 @@ def compare_sources(sources: Sequence[str], data: str | Path | None = None, metr
         comparison.pairs = significance(names, correct, metric, comparison.performances)
         comparison.examples = per_example_rows(names, {n: evaluations[n].predictions for n in names}, correct)
     if baseline is not None and fail_if_worse is not None:
-        comparison.regressions = regressions(comparison.performances, _baseline_name(baseline, contenders), metric, fail_if_worse)
+        models = [c for c in contenders if c.kind != "baseline"]
+        comparison.regressions = regressions({c.name: evaluations[c.name].performance for c in models},
+                                             _baseline_name(baseline, models), metric, fail_if_worse)
     return comparison
+
+
+def _add_baselines(comparison: Comparison, examples: Sequence[Any], labels: list[str] | None, train: Sequence[Any] | None,
+                   shots: int, retriever: str, on_model: Callable[[str, int], None] | None,
+                   evaluation_args: dict[str, Any]) -> None:
+    """The prompting baselines of the first trained model's base as contenders, and each trained model's verdict."""
+    from tuneforge.evaluate.baselines import LABELS, candidates_of, verdict
+    from tuneforge.evaluate.worth_it import BASELINE_KIND, baselines_for_comparison
+
+    if on_model:
+        on_model("prompting baselines", len(examples))
+    found, base, comparison.baselines_skipped = baselines_for_comparison(
+        comparison.contenders, examples, labels, train, shots, retriever, **evaluation_args)
+    named = {}
+    for key, baseline in found.items():
+        name = f"{LABELS[key]} ({Path(str(base)).name})"
+        comparison.contenders.append(Contender(name=name, source=key, kind=BASELINE_KIND, base_model=base))
+        comparison.evaluations[name] = baseline.evaluation
+        comparison.baselines[name] = baseline.to_dict()
+        named[name] = baseline
+    if not named:
+        return
+    zero_shot = next((comparison.evaluations[c.name] for c in comparison.contenders
+                      if c.kind == "model" and c.base_model == base), None)
+    for contender in comparison.contenders:
+        if contender.kind in ("run", "checkpoint", "fine-tuned"):
+            evaluation = comparison.evaluations[contender.name]
+            found_verdict = verdict({"performance": evaluation.performance, "resources": evaluation.resources},
+                                    candidates_of(zero_shot, named))
+            if found_verdict:
+                comparison.verdicts[contender.name] = found_verdict
 
 
 def _baseline_name(baseline: str, contenders: Sequence[Contender]) -> str:
@@ -360,12 +404,14 @@ def comparison_page(comparison: Comparison) -> str:
                     + "".join(f"<td class='{'better' if row['correct'][n] else 'worse'}'>{html.escape(row['answers'][n])}</td>"
                               for n in names) + "</tr>")
     rows.append("</table>")
+    verdicts = "".join(f"<p class='{'better' if v.get('worth_it') else 'worse'}'>{html.escape(name)}: {html.escape(v['message'])}</p>"
+                       for name, v in comparison.verdicts.items())
     regress = "".join(f"<p class='worse'>{html.escape(r['model'])} is worse than {html.escape(r['baseline'])} by "
                       f"{r['worse_by']:.4f} {html.escape(r['metric'])} (allowed {r['tolerance']})</p>" for r in comparison.regressions)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tuneforge compare</title>
 <style>{STYLE}</style></head><body>
 <h1>tuneforge compare</h1><p class="muted">{len(comparison.examples)} examples from {html.escape(comparison.data)}</p>{regress}
-<h2>Metrics</h2>{''.join(table)}
+<h2>Metrics</h2>{verdicts}{''.join(table)}
 <h2>Is the difference real?</h2><p class="muted">Per pair: McNemar's exact test on which examples each model answers
 right (significant below p = {SIGNIFICANCE}), and a paired bootstrap 95 % confidence interval of the difference in the
 share answered right.</p>{''.join(pairs)}

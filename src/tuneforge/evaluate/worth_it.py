@@ -135,3 +135,43 @@ def evaluate_with_baselines(
         result.verdict = verdict({"performance": evaluation.performance, "resources": evaluation.resources},
                                  candidates_of(result.base, result.baselines))
     return result
+
+
+# ----- prompting baselines beside the models of `tuneforge compare` -------------------------------
+
+BASELINE_KIND = "baseline"  # a compare Contender that is a prompting baseline of a base model
+
+
+def baselines_for_comparison(contenders: Sequence[Any], examples: Sequence[TrainingExample], labels: list[str] | None,
+                             train: Sequence[TrainingExample] | None = None, shots: int = DEFAULT_SHOTS,
+                             retriever: str = "bm25", **evaluation_args: Any) -> tuple[dict[str, Baseline], str | None, str | None]:
+    """(baselines by name, the base model they prompt, why there are none) for ``compare_sources``' contenders.
+
+    The base is the first trained contender's base model; the shots come from ``train`` or that
+    run's own train split, without any of ``examples``; the seed is that run's.
+    """
+    from tuneforge.data.manager import TrainingDataManager
+    from tuneforge.runs import load_trained, run_config
+
+    trained = [c for c in contenders if c.kind not in ("model", BASELINE_KIND)]
+    if not trained:
+        return {}, None, "no trained model among those compared (baselines prompt a trained model's base)"
+    first = trained[0]
+    base = first.base_model or (run_config(first.run_dir).get("model") if first.run_dir else None)
+    if not base:
+        return {}, None, f"the base model of {first.name} is unknown (its run has no config.yaml)"
+    if train is None and run_train_split(first.run_dir) is not None:
+        train, _ = TrainingDataManager().load(run_train_split(first.run_dir))
+    pool, _ = disjoint_pool(train or [], examples)
+    if not pool:
+        return {}, base, "no training examples to show as shots: give --train FILE (the first run has no data/train.jsonl)"
+    saved = run_config(first.run_dir) if first.run_dir else {}
+    seed = saved["seed"] if isinstance(saved.get("seed"), int) else DEFAULT_SEED
+    model, tokenizer, _ = load_trained(None, str(base))
+    try:
+        found = evaluate_baselines(model, tokenizer, pool, examples, shots=shots, retriever=retriever, seed=seed,
+                                   labels=labels, **evaluation_args)
+    finally:
+        del model
+        gc.collect()
+    return found, str(base), None if found else "no chat example with an answer to prompt with"
