@@ -1,5 +1,5 @@
 """End to end in Chromium: upload, start a job from the form, watch its curves gain points live, read its results,
-chat with base and tuned side by side, compare, and cancel another job — on a live server whose worker trains the tiny model.
+chat with base and tuned side by side, compare, export with parity figures, and cancel another job — on a live server whose worker trains the tiny model.
 
 The job page is opened while the job is still queued (no worker yet), so every point its charts
 end with arrived over the server-sent event stream, without a reload. Set
@@ -110,6 +110,16 @@ def test_dashboard_end_to_end(tiny_model_dir, tmp_path) -> None:
             page.locator("#comparison .chart").first.wait_for()
             page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
+            page.goto(f"/export/{job_id}")
+            page.wait_for_selector("main[data-ready='1']")
+            page.get_by_label("Format").select_option("merged")
+            page.get_by_role("button", name="Export and check parity").click()
+            page.locator("article.export[data-status='succeeded'], article.export[data-status='failed']").wait_for(timeout=240_000)
+            assert page.locator("article.export").first.get_attribute("data-status") == "succeeded", \
+                page.locator("article.export").first.inner_text()
+            assert "greedy_agreement" in page.locator("#exports").inner_text()
+            page.screenshot(path=str(shots / "export.png"), full_page=True)
+
             other = manager.create_job(manager.list_files(purpose="fine-tune").data[0].id, model=str(tiny_model_dir), extra={"max_length": 128})
             page.goto(f"/jobs/{other.id}")
             page.wait_for_selector("main[data-ready='1']")
@@ -120,7 +130,7 @@ def test_dashboard_end_to_end(tiny_model_dir, tmp_path) -> None:
         finally:
             browser.close()
             worker.stop(wait=True, timeout=60)
-    assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "job.png", "results.png", "try.png"]
+    assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "export.png", "job.png", "results.png", "try.png"]
 
 
 def _wait_until(page, condition, seconds: float) -> None:
