@@ -148,3 +148,28 @@ def test_compare_puts_the_prompting_baselines_beside_the_models_with_a_verdict(l
     assert all(row["model"] not in (few, retrieval) for row in comparison.regressions)  # baselines are not gated
     page = write_comparison(comparison, tmp_path / "cmp")["html"].read_text()
     assert "retrieval few-shot" in page and verdict["message"].split(" (")[0] in page
+
+
+def test_compare_scores_a_plugin_metric_named_by_metric(lora_run, tiny_model_dir, tmp_path, capsys):
+    import sys
+    import types
+
+    from tuneforge.cli.main import main
+    from tuneforge.core.registries import METRICS
+
+    module = types.ModuleType("tf_compare_metric")
+    module.always_half = lambda predictions, references: 0.5
+    module.always_half.__name__ = "always_half"
+    sys.modules[module.__name__] = module
+    try:
+        base = str(tiny_model_dir)
+        args = ["compare", str(lora_run.run_dir), base, "--metric", "tf_compare_metric:always_half", "--no-baselines",
+                "--evaluation-metrics", "exact_match", "--baseline", base, "--fail-if-worse", "0", "--max-new-tokens", "2",
+                "--json", "--out", str(tmp_path / "c")]
+        assert main(args) == 0  # equal on the plug-in's score: no regression
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["metric"] == "always_half" and shown["pairs"][0]["difference"] == 0.0
+        assert {row["metric"] for row in shown["table"]} == {"always_half", "exact_match"}
+    finally:
+        del sys.modules[module.__name__]
+        METRICS.unregister("tf_compare_metric:always_half")

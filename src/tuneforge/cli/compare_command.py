@@ -31,7 +31,7 @@ exit status: 0 no regression; 1 a model is worse than --baseline by more than --
 
 def add_compare_command(subparsers: Any) -> None:
     """Register ``compare`` on the ``tuneforge`` sub-command parser."""
-    from tuneforge.cli.flags import bounded, config_value
+    from tuneforge.cli.flags import bounded, config_value, metric_names
     from tuneforge.cli.jobs_commands import _store_flags
 
     compare = subparsers.add_parser(
@@ -43,8 +43,12 @@ def add_compare_command(subparsers: Any) -> None:
     compare.add_argument("sources", nargs="+", metavar="RUN_OR_MODEL", help="run directories, checkpoints, model names or ft: model ids of the job store")
     compare.add_argument("--data", default=None, metavar="FILE", help="the examples (default: the first run's test split)")
     compare.add_argument("--metric", default="accuracy", metavar="NAME",
-                         help="the metric of the pairwise differences and --fail-if-worse (default: accuracy; "
-                         "exact_match when the data is free text)")
+                         help="the metric of the pairwise differences and --fail-if-worse: a metric name, a score "
+                         "(f1_score) or a module:function plug-in, scored too (default: accuracy; exact_match when the "
+                         "data is free text)")
+    compare.add_argument("--evaluation-metrics", type=metric_names, default=None, metavar="A,B",
+                         help="the metrics in the table (registered names or module:function plug-ins; default: "
+                         "accuracy,precision,recall,f1,loss,perplexity,bleu,rouge)")
     compare.add_argument("--baseline", default=None, metavar="RUN", help="the model the others must not be worse than")
     compare.add_argument("--fail-if-worse", type=bounded(float, ge=0), default=None, metavar="X",
                          help="with --baseline: exit 1 when a model is worse by more than X on --metric")
@@ -80,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = TrainingDataManager().load(args.train)[0] if args.train else None
     options = dict(metric=args.metric, baseline=args.baseline, fail_if_worse=args.fail_if_worse, max_examples=args.max_examples,
                    max_new_tokens=args.max_new_tokens, baselines=args.baselines, shots=args.shots, retriever=args.retriever,
-                   train=train)
+                   train=train, **({"metrics": args.evaluation_metrics} if args.evaluation_metrics else {}))
     with render.Spinner(f"comparing {len(args.sources)} models", enabled=not args.json):
         if any(is_store_model_id(source) for source in args.sources):
             # ft: model ids live in the job store: the manager's compare_models, the same code with its resolver.

@@ -85,3 +85,14 @@ def text_template(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(f"{problem} (got {text!r})")
     return text
+
+
+def metric_names(text: str) -> list[str]:
+    """``--evaluation-metrics a,b``: the names, each checked against the metric registry as the config checks them."""
+    from tuneforge.core.registries import METRICS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    problems = [problem for name in names if (problem := METRICS.problem(name, "evaluation_metrics"))]
+    if problems or not names:
+        raise argparse.ArgumentTypeError("; ".join(problems) or "name at least one metric")
+    return names

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error "
                         "(otherwise it goes to RUN_DIR/error.log or $TUNEFORGE_HOME/logs/)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from tuneforge.cli.flags import add_format_flags, bounded, config_value
+    from tuneforge.cli.flags import add_format_flags, bounded, config_value, metric_names
     from tuneforge.cli.data_commands import add_data_commands
     add_data_commands(commands)
     from tuneforge.cli.serve_command import add_serve_command
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=config_value("max_new_tokens"), default=64, metavar="N",
                           help="answer length limit (default: 64)")
     evaluate.add_argument("--predictions", metavar="JSONL", help="also write every prediction to this file")
-    evaluate.add_argument("--evaluation-metrics", type=_metric_names, default=None, metavar="A,B",
+    evaluate.add_argument("--evaluation-metrics", type=metric_names, default=None, metavar="A,B",
                           help="the metrics to score (registered names or module:function plug-ins; default: the "
                           "finetune default, accuracy,precision,recall,f1,loss,perplexity,bleu,rouge)")
     evaluate.add_argument("--json-schema", metavar="FILE", default=None,
@@ -283,17 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():  # --debug also after the command name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
-
-
-def _metric_names(text: str) -> list[str]:
-    """``--evaluation-metrics a,b``: the names, each checked against the metric registry as the config checks them."""
-    from tuneforge.core.registries import METRICS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    problems = [problem for name in names if (problem := METRICS.problem(name, "evaluation_metrics"))]
-    if problems or not names:
-        raise argparse.ArgumentTypeError("; ".join(problems) or "name at least one metric")
-    return names
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:

@@ -246,6 +246,7 @@ def compare_sources(sources: Sequence[str], data: str | Path | None = None, metr
     from tuneforge.data.manager import TrainingDataManager
     from tuneforge.evaluate.metrics import is_label_task, normalize_answer
 
+    metric, evaluation_args = _with_metric(metric, evaluation_args)
     contenders = unique_names([(resolve(source) if resolve else None) or resolve_contender(source) for source in sources])
     path = Path(data) if data else default_test_data(contenders)
     examples, _ = TrainingDataManager().load(path)
@@ -304,6 +305,21 @@ def _add_baselines(comparison: Comparison, examples: Sequence[Any], labels: list
                                     candidates_of(zero_shot, named))
             if found_verdict:
                 comparison.verdicts[contender.name] = found_verdict
+
+
+def _with_metric(metric: str, evaluation_args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(the performance key of ``metric``, the evaluation settings scoring it): a registered metric or a
+    ``module:function`` plug-in is added to the metrics evaluated; a performance key (``f1_score``) is kept."""
+    from tuneforge.core.registries import METRICS
+    from tuneforge.core.registry import is_plugin_reference
+    from tuneforge.evaluate.metrics import metric_specs
+    from tuneforge.evaluate.run import DEFAULT_METRICS
+
+    if metric not in METRICS and not is_plugin_reference(metric):
+        return metric, evaluation_args
+    (spec,) = metric_specs([metric])
+    metrics = list(evaluation_args.get("metrics") or DEFAULT_METRICS)
+    return spec.keys[0], {**evaluation_args, "metrics": list(dict.fromkeys([*metrics, metric]))}
 
 
 def _baseline_name(baseline: str, contenders: Sequence[Contender]) -> str:

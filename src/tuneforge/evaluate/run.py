@@ -15,6 +15,8 @@ from tuneforge.evaluate.preference import preference_scores
 from tuneforge.evaluate.metrics import ANSWERS, LIKELIHOOD, is_label_task, metric_specs
 from tuneforge.model.loss import mean_label_loss
 
+# What evaluate_model scores unless told otherwise (the config's default evaluation_metrics).
+DEFAULT_METRICS = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge")
 # Answers longer than this many tokens beyond the longest label are not needed to score a label task.
 LABEL_SLACK_TOKENS = 4
 
@@ -42,7 +44,7 @@ def evaluate_model(
     max_length: int = 512,
     batch_size: int = 8,
     max_new_tokens: int = 64,
-    metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu", "rouge"),
+    metrics: Sequence[str] = DEFAULT_METRICS,
     on_progress: Callable[[int], None] | None = None,
     labels: Sequence[str] | None = None,
     training_time: float = 0.0,
