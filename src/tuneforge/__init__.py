@@ -23,6 +23,8 @@ _EXPORTS = {
     "compare_models": "tuneforge.evaluate.compare",
     "compare_sources": "tuneforge.evaluate.compare",
     "evaluate_baselines": "tuneforge.evaluate.baselines",
+    "evaluate_with_baselines": "tuneforge.evaluate.worth_it",
+    "write_comparison": "tuneforge.evaluate.compare",
     "MetricSpec": "tuneforge.evaluate.metrics",
     "InferenceEngine": "tuneforge.inference",
     "GenerationRequest": "tuneforge.inference",
