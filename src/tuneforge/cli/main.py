@@ -195,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="evaluate a model (optionally a trained run or adapter) on a dataset",
         description="Score a model on every example of a data file: loss, perplexity, and generated answers "
-        "(accuracy/precision/recall/F1 for label tasks, exact match/BLEU/ROUGE-L for free text).",
+        "(accuracy/precision/recall/F1 for label tasks, exact match/BLEU/ROUGE-L for free text). Beside it, on the "
+        "same examples: with --adapter its base model, and (with training examples to show: the run's train split or "
+        "--train) the prompting baselines, few-shot and BM25 retrieval few-shot, each with its prompt tokens and "
+        "seconds per request, and the verdict: does the tuned model beat the best of them?",
         epilog=_data_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("--data", required=True, help="the examples to score")
