@@ -218,6 +218,7 @@ def test_try_sends_one_prompt_to_two_models_and_shows_both_answers(page, shots) 
         page.wait_for_selector(f"#answer-{side}[data-done='1']")
         text = page.locator(f"#answer-{side}").inner_text()
         assert not text.startswith("error"), text
+        assert int(page.locator(f"#answer-{side}").get_attribute("data-tokens")) >= 1, side  # an answer streamed back
     page.screenshot(path=str(shots / "try.png"), full_page=True)
     assert page.watch.errors == []
 
@@ -227,7 +228,7 @@ def test_every_page_loads_without_console_errors(page, server, uploaded, shots) 
     for path in [*PAGES, f"/jobs/{job['id']}", f"/results/{job['id']}", f"/export/{job['id']}", f"/compare?job={job['id']}"]:
         _ready(page, path)
         assert page.locator("main .error[role=alert]").count() == 0 or not page.locator("main .error[role=alert]").first.inner_text(), path
-        name = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-") or "home"
+        name = "page-" + path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-")
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     assert page.watch.errors == []
 

@@ -82,6 +82,13 @@ const TF = (() => {
       el("tbody", {}, rows.map(r => r instanceof Node ? r : el("tr", {}, r.map(c => el("td", {}, c instanceof Node ? c : fmt(c)))))));
   }
 
+  /** A model's answer as text, with an empty or whitespace-only answer made visible. */
+  function answer(text) {
+    if (text === null || text === undefined) return el("span", { class: "muted" }, "—");
+    if (String(text).trim() !== "") return String(text);
+    return el("span", { class: "muted" }, text ? `(only whitespace: ${String(text).length} characters, ${JSON.stringify(String(text).slice(0, 12))}…)` : "(empty answer)");
+  }
+
   function statusBadge(status) { return el("span", { class: `badge status-${status}` }, status); }
 
   function errorBox(error) { return el("p", { class: "error", role: "alert" }, String(error.message || error)); }
@@ -186,5 +193,5 @@ const TF = (() => {
     }
   }
 
-  return { api, el, render, toast, fmt, duration, when, table, statusBadge, errorBox, lineChart, page, readSSE, COLOURS, ApiError, HEADER };
+  return { api, el, answer, render, toast, fmt, duration, when, table, statusBadge, errorBox, lineChart, page, readSSE, COLOURS, ApiError, HEADER };
 })();

@@ -31,7 +31,7 @@ TF.page(async ({ job_id }) => {
     out.replaceChildren(el("h2", {}, "Exports"),
       ...started.map(e => el("article", { class: "card export", "data-status": e.status }, el("h3", {}, `${e.format}${e.quantize ? ` ${e.quantize}` : ""}: `, TF.statusBadge(e.status)),
         e.error ? el("p", { class: "error" }, e.error) : null, e.status !== "running" ? parityTable((e.manifest || {}).parity || e.parity) : null)),
-      ...on_disk.map(d => el("article", { class: "card" }, el("h3", {}, `on disk: ${d.directory}`), parityTable(d.manifest.parity))),
+      ...on_disk.filter(d => !started.some(e => e.status === "succeeded" && (e.out_dir || "").endsWith(`/${d.directory}`))).map(d => el("article", { class: "card" }, el("h3", {}, `on disk: ${d.directory}`), parityTable(d.manifest.parity))),
       ...(!started.length && !on_disk.length ? [el("p", { class: "muted" }, "No export yet.")] : []));
     if (started.some(e => e.status === "running")) setTimeout(() => refresh().catch(() => {}), 2000);
   }

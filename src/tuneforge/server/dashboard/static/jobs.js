@@ -18,7 +18,6 @@ TF.page(async () => {
   function row({ job, progress, best_validation_loss }) {
     const fraction = progress.progress;
     const bar = el("progress", { max: 1, value: fraction ?? 0, "aria-label": `progress of ${job.id}` });
-    if (fraction === null || fraction === undefined) bar.removeAttribute("value");
     return el("tr", { "data-job": job.id },
       el("td", {}, el("a", { href: `/jobs/${job.id}` }, job.id), job.user_provided_suffix ? ` (${job.user_provided_suffix})` : ""),
       el("td", {}, job.model.split("/").pop()),

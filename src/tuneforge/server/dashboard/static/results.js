@@ -28,7 +28,7 @@ TF.page(async ({ job_id }) => {
   const body = el("tbody");
   const draw = () => body.replaceChildren(...predictions.filter(p => filter.value === "all" || p.outcome === filter.value)
     .map(p => el("tr", { class: `outcome-${p.outcome.replace(" ", "-")}` }, el("td", {}, p.input), el("td", {}, p.reference),
-      el("td", {}, p.base ?? "—"), el("td", {}, p.tuned), el("td", {}, p.outcome))));
+      el("td", {}, TF.answer(p.base)), el("td", {}, TF.answer(p.tuned)), el("td", {}, p.outcome))));
   filter.addEventListener("change", draw);
   draw();
   const analysis = results.error_analysis || {};
