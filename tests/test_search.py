@@ -271,3 +271,11 @@ def test_two_worker_processes_share_one_postgresql_study(tiny_model_dir: Path, s
     _, trials = _two_workers(tmp_path, session_dataset, tiny_model_dir, POSTGRES_URL)
     finished = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(finished) >= 4 and len({t.user_attrs["pid"] for t in finished}) == 2
+
+
+def test_storage_urls_use_psycopg_and_never_show_the_password() -> None:
+    from tuneforge.search.study import shown_url, storage_url
+
+    assert storage_url("postgresql://u:secret@db/optuna") == "postgresql+psycopg://u:secret@db/optuna"
+    assert storage_url("sqlite:///x/study.db") == "sqlite:///x/study.db"
+    assert "secret" not in shown_url("postgresql+psycopg://u:secret@db/optuna")

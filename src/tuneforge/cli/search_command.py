@@ -63,6 +63,11 @@ def add_search_command(subparsers: Any) -> None:
     search.add_argument("--direction", choices=DIRECTIONS, default=None, help="override the objective's inferred direction")
     search.add_argument("--keep-checkpoints", action="store_true", help="keep finished trials' checkpoints/ (default: removed)")
     search.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
+    jobs = search.add_argument_group("as a job (tuneforge worker runs it; tuneforge jobs show/events/pause/resume/cancel)")
+    jobs.add_argument("--submit", action="store_true", help="queue the search as a job and print its id instead of running it")
+    jobs.add_argument("--database-url", default=None, metavar="URL",
+                      help="the job store (default: $TUNEFORGE_DATABASE_URL, else $TUNEFORGE_HOME/jobs.db)")
+    jobs.add_argument("--home", default=None, metavar="DIR", help="tuneforge's home for jobs (default: $TUNEFORGE_HOME)")
     search.set_defaults(handler=cmd_search)
 
 
@@ -78,6 +83,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.join and any(v is not None for v in overrides.values()):
         raise ConfigError(["--join: a worker runs the study's own search; --data, --model, --strategy, --pruner, "
                            "--objective and --direction belong to the search file"])
+    if args.submit:
+        return _submit(args, overrides)
     progress = _Progress(enabled=not args.json)
     result = run_search(args.config, output=args.output, name=args.name, storage=args.storage, join=args.join,
                         num_trials=args.num_trials, timeout=args.timeout, seed=args.seed, overrides=overrides,
@@ -87,6 +94,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         render_search(result.to_dict())
     return 75 if result.status == RunStatus.INTERRUPTED else 0
+
+
+def _submit(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    import os
+
+    from tuneforge.core.errors import ConfigError
+    from tuneforge.jobs import FineTuningManager
+    from tuneforge.search.run import load_search
+
+    if args.join or args.storage or args.name:
+        raise ConfigError(["--submit: a search job keeps its study in its own directory under the job's id; "
+                           "leave out --join, --storage and --name"])
+    spec = load_search(args.config, {**overrides, "num_trials": args.num_trials, "timeout": args.timeout, "seed": args.seed})
+    manager = FineTuningManager(database_url=args.database_url or os.environ.get("TUNEFORGE_DATABASE_URL") or None,
+                                home=args.home)
+    try:
+        job = manager.start_search(spec, output=args.output)
+    finally:
+        manager.store.dispose()
+    print(json.dumps(job.to_openai(), indent=2) if args.json else f"{job.id} queued: a search in {job.run_dir} "
+          f"(tuneforge worker runs it; tuneforge jobs events {job.id})")
+    return 0
 
 
 class _Progress:

@@ -179,6 +179,34 @@ class FineTuningManager:
         return self._queue(job_id, config.model, values, hyper, str(config.data), config.validation_data, None,
                            config.seed, None, None)
 
+    def start_search(self, search: Any, output: str | Path | None = None) -> TrainingJob:
+        """Queue a hyperparameter search as a job: a search file path, its mapping or a ``SearchSpec``.
+
+        A worker runs it with ``tuneforge.search.run_search`` in ``output`` (default
+        ``$TUNEFORGE_HOME/jobs/<job-id>``): the study is ``study.db`` there, named after the job, the
+        trials are run directories beside it, each trial an event of the job. Cancel and pause stop the
+        running trial at a checkpoint; resume (or a killed process) continues the search where it stopped.
+        The job's ``method`` is ``{"type": "search", "search": {...}}``; it registers no fine-tuned model
+        (train ``best_config.yaml`` for that).
+        """
+        from tuneforge.search.run import load_search
+
+        try:
+            spec = load_search(search)
+        except ConfigError as error:
+            raise InvalidRequest(str(error), param="search") from None
+        config = spec.base_config()
+        if not config.data:
+            raise InvalidRequest("the search has no data; set data: FILE in the search file", param="data")
+        job_id = ids.new_id(ids.JOB_PREFIX)
+        run_dir = str(Path(output).expanduser().resolve()) if output else str(self.runs_dir / job_id)
+        values = {**spec.base, "output": run_dir}
+        hyper = {"n_epochs": _number(config.epochs), "batch_size": config.batch_size, "learning_rate_multiplier": 1.0}
+        kind = {"type": "search", "search": {"spec": spec.to_dict(), "num_trials": spec.trials_wanted,
+                                             "objective": spec.objective, "direction": spec.direction}}
+        return self._queue(job_id, config.model, values, hyper, str(config.data), config.validation_data, None,
+                           config.seed, None, None, kind=kind)
+
     def list_jobs(self, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None) -> Page[TrainingJob]:
         """A page of jobs, newest first, strictly after the job ``after``; ``metadata`` keeps jobs with those pairs."""
         _check_limit(limit, 100)
@@ -402,11 +430,11 @@ class FineTuningManager:
     # --- internals -----------------------------------------------------------------------------
     def _queue(self, job_id: str, model: str, config: dict[str, Any], hyper: dict[str, Any], training_file: str,
                validation_file: str | None, suffix: str | None, seed: int, metadata: dict[str, str] | None,
-               method: dict[str, Any] | None) -> TrainingJob:
+               method: dict[str, Any] | None, kind: dict[str, Any] | None = None) -> TrainingJob:
         now = time.time()
         row = {"id": job_id, "status": str(S.VALIDATING_FILES), "model": model, "created_at": now, "queued_at": None,
                "training_file": training_file, "validation_file": validation_file, "hyperparameters": hyper,
-               "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+               "method": kind or {"type": "supervised", "supervised": {"hyperparameters": hyper}},  # kind: a search job
                "suffix": suffix, "seed": seed, "config": config, "run_dir": str(config["output"]), "error": None,
                "result_files": [], "metadata": metadata, "retries": 0, "max_retries": self.max_retries}
         self.store.insert_job(row)

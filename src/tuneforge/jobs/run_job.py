@@ -119,6 +119,10 @@ def run_job(manager: FineTuningManager, job_id: str, worker_id: str) -> int:
     manager.store.update_job(job_id, {"pid": os.getpid()}, only_if_worker=worker_id)
     if _finished_before(job):  # it succeeded, and its process died before the store heard
         return _record_success(manager, job, _results(job))
+    if (job.method or {}).get("type") == "search":  # a hyperparameter search job (manager.start_search)
+        from tuneforge.jobs.search_job import run_search_job
+
+        return run_search_job(manager, job)
     resume = (job.run_dir / "config.yaml").is_file()
     manager.add_event(job_id, "Fine-tuning job continued from its last checkpoint" if resume else "Fine-tuning job started")
     pipeline = FineTuningPipeline(make_config({**job.config, "resume": resume}), on_event=JobRecorder(manager, job),
