@@ -43,9 +43,10 @@ from tuneforge.model.load import load_tokenizer, pick_device
 from tuneforge.model.methods import TrainingMethod, get_method, make_trainable
 from tuneforge.model.precision import resolve_precision
 from tuneforge.model.resolve import EMBEDDED_MODELS, resolve_model
-from tuneforge.monitor.events import EventWriter, read_events
+from tuneforge.monitor.events import DiscardedEvents, EventWriter, read_events
 from tuneforge.monitor.sinks import check_sinks, open_sinks
 from tuneforge.report import write_report
+from tuneforge.train import distributed
 from tuneforge.train.loop import TrainOutcome, fit
 from tuneforge.train.memory_plan import check_memory_before_loading, fit_memory
 from tuneforge.train.monitor import MonitorSettings
@@ -187,9 +188,25 @@ class FineTuningPipeline:
         ``data`` defaults to ``config.data`` (and its validation/test files) prepared by
         ``TrainingDataManager``. Data, model and output are all checked before the run directory
         is created, so bad input never leaves a run directory behind.
+
+        Started by torchrun / ``accelerate launch`` (``WORLD_SIZE`` > 1), the processes train
+        together (train/distributed.py): rank 0 runs every stage and writes; the others receive its
+        run directory and data, train in step with it and write nothing.
         """
         # --init-from: the parent's base, method and options, checked before any run directory exists.
         self.config, self._parent = resolve_init_from(self.config)
+        created = distributed.join_process_group()
+        try:
+            world = distributed.current_world()
+            if world.active and self.config.cross_validation:
+                raise ConfigError(["cross_validation: runs one fold after another in one process; "
+                                   "start it without torchrun / --nproc"])
+            return self._follow() if not world.is_main else self._train(data)
+        finally:
+            if created:
+                distributed.leave_process_group()
+
+    def _train(self, data: TrainingData | None) -> TrainingResult:
         config = self.config
         if config.cross_validation:
             return self._cross_validate(data)
@@ -212,6 +229,8 @@ class FineTuningPipeline:
         if not has_snapshot(run_dir / RUN_DATA):  # an older run gets its snapshot at its first resume
             originals = {name: getattr(config, name) for name in ("data", "validation_data", "test_data")}
             write_snapshot(data, run_dir / RUN_DATA, originals)
+        if distributed.current_world().active:  # the other processes wait for this: where to train, on what
+            distributed.broadcast_object((str(run_dir), data, str(model_dir)))
         self._sinks = open_sinks(config.report_to, run_dir)
         stop = self._stop
         with EventWriter(run_dir / "events.jsonl") as events, stop:
@@ -327,8 +346,8 @@ class FineTuningPipeline:
         from tuneforge.train.estimate import estimate_training
 
         config = self.config
-        if config.resume or not config.estimate_steps:
-            return None
+        if config.resume or not config.estimate_steps or distributed.current_world().active:
+            return None  # (with several processes one process's timing of the whole step would mislead)
         estimate = estimate_training(model, inputs.train_set, inputs.validation_set, config,
                                      inputs.tokenizer.pad_token_id, steps=config.estimate_steps).to_dict()
         if estimate["seconds"] is None:
@@ -413,10 +432,8 @@ class FineTuningPipeline:
             result.baselines = self._baselines(model, tokenizer, data, test, evaluation_args, run_dir, notify)
 
         before = self._general_perplexity(model, tokenizer) if config.forgetting_check else None
-        torch.manual_seed(config.seed)
-        model = make_trainable(method, model, config)
+        model = _trainable(method, model, config, self._parent)
         if self._parent is not None:  # continued fine-tuning: the parent's weights instead of fresh ones
-            load_parent_weights(model, self._parent)
             notify("model.initialized", **self._parent.lineage(), message=self._parent.describe())
         trainable, total = count_parameters(model)
         result.model = {"name": config.model, "path": str(model_dir), "method": config.method, "device": device,
@@ -472,6 +489,27 @@ class FineTuningPipeline:
                                          candidates_of(result.base, result.baselines))
                 if result.verdict:
                     notify("eval.verdict", **result.verdict)
+
+    def _follow(self) -> TrainingResult:
+        """Rank > 0 of a distributed run: train in step with rank 0 on the data it sends; write nothing."""
+        config = self.config
+        received, data, resolved = distributed.broadcast_object(None)
+        run_dir, model_dir = Path(received), Path(resolved)
+        # Rank 0's copy of the model when this machine sees it (no two processes converting or downloading at once).
+        inputs = self._encode(data, model_dir if model_dir.is_dir() else resolve_model(config.model))
+        method, device = get_method(config.method), pick_device()
+        precision = resolve_precision(config.precision, device)
+        model = method.load_base(inputs.model_dir, device, config, precision)
+        model = _trainable(method, model, config, self._parent)
+        trainable, _ = count_parameters(model)  # this process's own memory plan (it changes passes, not results)
+        config = fit_memory(model, config, inputs.model_dir, inputs.train_set, trainable, precision, lambda *a, **k: None)
+        with self._stop as stop:
+            outcome = fit(model, inputs.train_set, inputs.validation_set, config, run_dir, DiscardedEvents(),
+                          inputs.tokenizer.pad_token_id, save_weights=method.save, stop=stop,
+                          monitor_settings=self.monitor_settings)
+        self._stop = GracefulStop(self.handle_signals)
+        status = RunStatus.INTERRUPTED if outcome.interrupted else RunStatus.SUCCEEDED
+        return TrainingResult(run_dir=run_dir, status=status, train=_train_summary(outcome, config))
 
     def _cross_validate(self, data: TrainingData | None) -> TrainingResult:
         """K runs under RUN_DIR/fold-<i>: fold i's examples are its test set, the other train and test examples
@@ -573,6 +611,18 @@ def _estimate_message(estimate: dict[str, Any], config: FineTuningConfig) -> str
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _trainable(method: TrainingMethod, model: Any, config: FineTuningConfig, parent: Parent | None) -> Any:
+    """The method's trainable wrapper of ``model``, freshly initialised from ``config.seed`` (the same in every
+    process), or with the ``parent`` run's weights (``init_from``)."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    model = make_trainable(method, model, config)
+    if parent is not None:
+        load_parent_weights(model, parent)
+    return model
 
 
 def _train_summary(outcome: TrainOutcome, config: FineTuningConfig) -> dict[str, Any]:

@@ -25,6 +25,7 @@ examples:
   tuneforge report runs/mine                              rebuild runs/mine/report.html
   tuneforge monitor runs/mine                             follow a running run live (or replay a finished one)
   tuneforge resume runs/mine                              continue an interrupted run exactly where it stopped
+  tuneforge finetune --data my.jsonl --nproc 2            train in 2 processes (DDP: gloo on CPU, NCCL on GPUs)
   tuneforge validate my.jsonl --model smollm2-135m-instruct   the data doctor: every problem, token counts
   tuneforge demo                                          the bundled example task, end to end
   tuneforge search --config search.yaml                   hyperparameter search with Optuna (trials, pruning, best config)
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--config", metavar="YAML", help="a YAML file of config fields; flags given here override it "
                           "(with --resume: default RUN_DIR/config.yaml of --output)")
     finetune.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    _nproc_flag(finetune)
     _config_flags(finetune)
     finetune.set_defaults(handler=cmd_finetune)
 
@@ -260,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of an interrupted, killed or failed run")
     resume.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    _nproc_flag(resume)
     resume.set_defaults(handler=cmd_resume)
 
     monitor = commands.add_parser(
@@ -293,6 +296,54 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", metavar="RUN_DIR", default=None, help="a tuneforge run directory or a PEFT adapter directory")
 
 
+def _nproc_flag(parser: argparse.ArgumentParser) -> None:
+    from tuneforge.cli.flags import bounded
+
+    parser.add_argument("--nproc", type=bounded(int, ge=1), default=None, metavar="N",
+                        help="train in N processes on this machine through torchrun (data parallel: gloo on CPUs, NCCL "
+                        "on GPUs; batch sizes stay global); not needed under torchrun or accelerate launch")
+
+
+def _launch(args: argparse.Namespace, run_dir: Path) -> int | None:
+    """With ``--nproc N`` > 1 (and not already one of several processes): this command again in N processes under
+    torchrun, and its exit status; None: run here."""
+    from tuneforge.train.distributed import launch_local, world_from_env
+
+    if not args.nproc or args.nproc < 2 or world_from_env().active:
+        return None
+    argv = _without_nproc(args.argv)  # torchrun would take --nproc for its own --nproc-per-node
+    if args.command == "finetune" and not args.output:
+        argv += ["--output", str(run_dir)]  # every process must write (and later resume) the same run directory
+    status = launch_local(args.nproc, ["tuneforge.cli.main", *argv])
+    try:
+        finished = json.loads((run_dir / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        finished = None
+    if finished == "interrupted":
+        return EXIT_STOPPED_BY_SIGNAL
+    if status == 0:
+        return 0
+    if (run_dir / "checkpoints").is_dir():
+        print(f"error: the run's processes stopped (torchrun exit status {status}; see the messages above); "
+              f"{run_dir} keeps its newest complete checkpoint: continue with: "
+              f"tuneforge resume {run_dir} --nproc {args.nproc}", file=sys.stderr)
+    return 1
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc N`` / ``--nproc=N`` (or an abbreviation of it)."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token.startswith("--npr") and "--nproc".startswith(token.split("=", 1)[0]):
+            skip = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
 def _version() -> str:
     from tuneforge.core.version import __version__
 
@@ -306,6 +357,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.resume and config_file is None and args.output and (Path(args.output) / "config.yaml").is_file():
         config_file = Path(args.output) / "config.yaml"  # resume takes the run's own settings
     config = load_config(config_file, _config_overrides(args))
+    if args.nproc:
+        from tuneforge.pipeline import default_run_dir
+
+        launched = _launch(args, Path(config.output) if config.output else default_run_dir(config))
+        if launched is not None:
+            return launched
     return _run_finetune(config, args.json)
 
 
@@ -317,7 +374,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no config.yaml); nothing to resume")
     config = load_config(run_dir / "config.yaml", {"output": str(run_dir), "resume": True})
-    return _run_finetune(config, args.json)
+    launched = _launch(args, run_dir) if args.nproc else None
+    return launched if launched is not None else _run_finetune(config, args.json)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -352,6 +410,11 @@ def _run_finetune(config: Any, as_json: bool) -> int:
     from tuneforge.core.status import RunStatus
     from tuneforge.pipeline import FineTuningPipeline
 
+    from tuneforge.train.distributed import is_main_process
+
+    if not is_main_process():  # one of several processes, not rank 0: it trains; rank 0 shows and writes
+        result = FineTuningPipeline(config).train()
+        return EXIT_STOPPED_BY_SIGNAL if result.status == RunStatus.INTERRUPTED else 0
     with render.TrainingProgress(enabled=not as_json) as progress:
         result = FineTuningPipeline(config, on_event=progress.on_event).train()
     if as_json:
@@ -439,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc starts this very command in N processes
     from tuneforge.core.errors import TuneforgeError
 
     handler: Callable[[argparse.Namespace], int] = args.handler

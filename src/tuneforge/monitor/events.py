@@ -62,6 +62,22 @@ class EventWriter:
         self.close()
 
 
+class DiscardedEvents:
+    """An ``EventWriter`` that writes nothing: the processes of a distributed run other than rank 0 (only it writes)."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Return the event ``EventWriter.emit`` would have written."""
+        event = {"seq": self._seq, "time": round(time.time(), 3), "type": type_, **_json_safe(fields)}
+        self._seq += 1
+        return event
+
+    def close(self) -> None:
+        pass
+
+
 def read_events(path: Path, after: int = -1) -> Iterator[dict[str, Any]]:
     """Yield the events of ``path`` with ``seq > after``; a torn last line (a crash mid-write) is skipped."""
     if not path.exists():

@@ -82,14 +82,18 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     keep_last: int,
     keep: set[int] | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically, then prune to the ``keep_last`` newest plus the steps in ``keep``.
+
+    ``rng_states``: every process's RNG state, by rank, in a distributed run (``rng.pt`` holds rank
+    0's, ``rng-rank<r>.pt`` the others'); default: this process's, captured first.
 
     Raises:
         CheckpointError: the checkpoint could not be written (the disk is full, for example). The
             staging directory is removed and every earlier checkpoint is left as it was.
     """
-    rng = rng_state()  # first: nothing below may move a generator before it is captured
+    rngs = rng_states or [rng_state()]  # first: nothing below may move a generator before it is captured
     final = checkpoints_dir / checkpoint_name(step)
     staging: Path | None = None
     try:
@@ -98,7 +102,8 @@ def save_checkpoint(
         save_weights(staging / "weights")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-        torch.save(rng, staging / "rng.pt")
+        for rank, rng in enumerate(rngs):
+            torch.save(rng, staging / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt"))  # train/distributed.rng_file
         (staging / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {

@@ -12,6 +12,7 @@ optimizer, schedule, RNG states and the data position are restored.
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -39,10 +40,13 @@ from tuneforge.train.checkpoint import (
     read_trainer_state,
     remove_checkpoints_after,
     remove_stale_staging,
+    rng_state,
     save_checkpoint,
     set_rng_state,
     verify_checkpoint,
 )
+from tuneforge.train import distributed
+from tuneforge.train.distributed import current_world, rng_file, shard_group
 from tuneforge.train.monitor import Issue, MonitorSettings, TrainingMonitor
 from tuneforge.train.objectives import run_loss_sums
 from tuneforge.train.optim import build_optimizer, build_scheduler, default_warmup, plan_steps
@@ -102,15 +106,17 @@ class GroupSums:
 
 def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningConfig,
                          loss_sums: Callable[[Any, dict[str, Any]], LossSums], precision: str, pad_token_id: int,
-                         device: str) -> GroupSums:
+                         device: str, total_tokens: int | None = None) -> GroupSums:
     """Forward and backward over one accumulation group (``group``: batches of encoded examples).
 
     The batches are packed or padded as the config says and split into passes of at most
     ``micro_batch_tokens``; gradients are accumulated with token-level normalisation, so they equal
     one pass over the whole group. This is the whole per-step compute of training, shared with the
     training-time estimate (train/estimate.py) so that it measures exactly what training runs.
+    ``total_tokens`` is what the summed loss is divided by: the labelled tokens of the global group
+    when this process trains only its share of it (train/distributed.py); default: ``group``'s own.
     """
-    trained_tokens = sum(item.trained_tokens for batch in group for item in batch)
+    trained_tokens = total_tokens if total_tokens is not None else sum(item.trained_tokens for batch in group for item in batch)
     loss_sum, correct, processed = 0.0, 0, 0
     metrics: dict[str, float] = {}
     passes = [part for batch in group for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
@@ -178,6 +184,8 @@ class _Run:
         self.run_dir, self.events, self.pad_token_id, self.notify = run_dir, events, pad_token_id, notify
         self.save_weights = save_weights
         self.checkpoints_dir = run_dir / "checkpoints"
+        self.world = current_world()  # several processes: each trains its share of every step, rank 0 writes
+        self.process_ids = [os.getpid()]  # by rank
         self.device = next(model.parameters()).device.type
         self.precision = resolve_precision(config.precision, self.device)
         # The objective computes the loss; the method says whether it must run the wrapper's forward.
@@ -207,7 +215,7 @@ class _Run:
 
     def start(self) -> dict[str, Any] | None:
         """Clean up after a killed save, resume if asked; return the RNG state to restore (None: fresh start)."""
-        for stale in remove_stale_staging(self.checkpoints_dir):
+        for stale in remove_stale_staging(self.checkpoints_dir) if self.world.is_main else []:
             self.emit("checkpoint.cleaned", path=str(stale.relative_to(self.run_dir)),
                       message="removed a checkpoint that was still being written when the run stopped")
         rng = None
@@ -222,9 +230,17 @@ class _Run:
                 self.last_saved_step = self.state.step
             self.emit("train.resumed", step=self.state.step, checkpoint=str(path.relative_to(self.run_dir)) if path else None,
                       message=f"resuming from {path.name}" if path else "no intact checkpoint: starting from the beginning")
+        if self.world.active:
+            fingerprints = distributed.gather_objects(self.state.data_fingerprint)
+            if len(set(fingerprints)) > 1:
+                raise TrainingError(f"the processes of this run hold different training data (fingerprints {fingerprints}); "
+                                    "every process must tokenize the same splits with the same tokenizer")
+            distributed.broadcast_parameters(self.model)  # every process starts from rank 0's trainable weights, as DDP does
+            self.process_ids = distributed.gather_objects(os.getpid())
         self.emit("train.started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                   warmup_steps=self.warmup, examples=len(self.lengths), batch_size=self.config.batch_size,
-                  gradient_accumulation_steps=self.accumulation, start_step=self.state.step)
+                  gradient_accumulation_steps=self.accumulation, start_step=self.state.step, processes=self.world.size,
+                  process_ids=self.process_ids)
         self.clock_start = time.perf_counter() - self.state.train_seconds
         return rng
 
@@ -245,7 +261,8 @@ class _Run:
         self.load_weights(path / "weights")
         self.optimizer.load_state_dict(load_state_file(path / "optimizer.pt"))
         self.scheduler.load_state_dict(load_state_file(path / "scheduler.pt"))
-        rng = load_state_file(path / "rng.pt")
+        own = path / rng_file(self.world.rank)  # each process continues its own generators
+        rng = load_state_file(own if own.is_file() else path / rng_file(0))
         self.state = saved
         self.monitor.load_state_dict(saved.monitor)
         return rng
@@ -277,7 +294,7 @@ class _Run:
         state, config = self.state, self.config
         self.model.train()
         while state.step < self.total_steps:
-            if stop is not None and stop.requested:
+            if self.stop_requested(stop):
                 return INTERRUPTED
             batches = self.epoch_order(state.epoch)
             if state.batches_done_in_epoch >= len(batches):
@@ -311,9 +328,19 @@ class _Run:
             if ended_by is not None:
                 self.outcome.stopped_early = {"step": state.step, "reason": ended_by}
                 return "stopped"
-        if stop is not None and stop.requested:
+        if self.stop_requested(stop):
             return INTERRUPTED
         return "done"
+
+    def stop_requested(self, stop: GracefulStop | None) -> bool:
+        """Whether to stop at this step boundary; with several processes, whether any of them was asked to."""
+        asked = stop is not None and stop.requested
+        if not self.world.active:
+            return asked
+        agreed = distributed.any_rank(asked)
+        if agreed and stop is not None and not asked:
+            stop.request("another process of the run was asked to stop")
+        return agreed
 
     def epoch_order(self, epoch: int) -> list[list[int]]:
         if self._batches is None or self._batches[0] != epoch:
@@ -324,10 +351,17 @@ class _Run:
         """Forward, backward, checks, update for one accumulation group; return the monitor's issues."""
         state, config = self.state, self.config
         started = time.perf_counter()
-        items = [[self.train_set.items[i] for i in indices] for indices in group]
-        sums = accumulate_gradients(self.model, items, config, self.loss_sums, self.precision, self.pad_token_id, self.device)
-        group_tokens, correct, processed = sums.trained_tokens, sums.correct, sums.processed_tokens
-        loss = sums.loss_sum / group_tokens
+        # With several processes this one trains its share of the group, divided by the whole group's tokens.
+        group_tokens = sum(self.train_set.items[i].trained_tokens for indices in group for i in indices)
+        items = [[self.train_set.items[i] for i in indices] for indices in shard_group(group, self.world)]
+        sums = accumulate_gradients(self.model, items, config, self.loss_sums, self.precision, self.pad_token_id,
+                                    self.device, total_tokens=group_tokens)
+        loss_sum, correct, processed = sums.loss_sum, sums.correct, sums.processed_tokens
+        if self.world.active:
+            distributed.all_reduce_gradients(self.model)
+            loss_sum, correct, processed = distributed.sum_over_ranks([loss_sum, correct, processed])
+            correct, processed = int(correct), int(processed)
+        loss = loss_sum / group_tokens
         grad_norm = _clip(self.model, config.max_grad_norm)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         step = state.step + 1
@@ -343,13 +377,16 @@ class _Run:
         self.scheduler.step()
         state.step = step
         state.batches_done_in_epoch += len(group)
-        state.examples_seen += sum(len(batch) for batch in items)
+        state.examples_seen += sum(len(batch) for batch in group)
         state.trained_tokens += group_tokens
         state.processed_tokens += processed
         state.final_train_loss = loss
         step_seconds = time.perf_counter() - started
         elapsed = time.perf_counter() - self.clock_start - state.overhead_seconds
         state.train_seconds = time.perf_counter() - self.clock_start
+        memory = current_memory_mb()
+        if self.world.active:  # the slowest, largest process's: every process's monitor must see the same metrics
+            step_seconds, elapsed, memory = distributed.max_over_ranks([step_seconds, elapsed, memory])
         batches = self.epoch_order(state.epoch)
         metrics: dict[str, Any] = {
             "step": step, "total_steps": self.total_steps, "loss": loss, "accuracy": correct / group_tokens,
@@ -358,7 +395,7 @@ class _Run:
             "examples": {"processed": state.examples_seen, "total": round(len(self.lengths) * self.total_steps / self.steps_per_epoch)},
             "tokens_per_second": state.processed_tokens / max(elapsed, 1e-9),
             "step_tokens_per_second": processed / max(step_seconds, 1e-9),
-            "memory_mb": current_memory_mb(), "elapsed_seconds": round(elapsed, 3),
+            "memory_mb": memory, "elapsed_seconds": round(elapsed, 3),
             "trained_tokens": group_tokens,  # the loss is a mean over these: the monitor allows for its noise
         }
         # The objective's own figures (DPO's rewards, a user loss's terms): means over the step's units.
@@ -460,7 +497,10 @@ class _Run:
             if "initial_lr" in group:
                 group["initial_lr"] *= ratio
         self.state.lr_scale, self.state.rollbacks, self.state.skipped_steps = scale, rollbacks, skipped
-        remove_checkpoints_after(self.checkpoints_dir, self.state.step)
+        if self.world.is_main:
+            remove_checkpoints_after(self.checkpoints_dir, self.state.step)
+        if self.world.active:
+            distributed.barrier()
         self.last_saved_step = self.state.step
         set_rng_state(rng)
         self.emit("train.rollback", from_step=issue.step, to_step=self.state.step, reason=issue.kind,
@@ -476,8 +516,14 @@ class _Run:
         state.monitor = self.monitor.state_dict()
         state.train_seconds = time.perf_counter() - self.clock_start
         keep = {state.best_step} if state.best_step is not None and self.config.final_weights == "best" else set()
-        path = save_checkpoint(self.checkpoints_dir, state.step, lambda out: self.save_weights(self.model, out),
-                               self.optimizer, self.scheduler, state.to_dict(), self.config.save_total_limit, keep)
+        rng_states = distributed.gather_objects(rng_state()) if self.world.active else None
+        path = self.checkpoints_dir / checkpoint_name(state.step)
+        if self.world.is_main:  # the processes hold the same weights and optimizer state: one writes them
+            path = save_checkpoint(self.checkpoints_dir, state.step, lambda out: self.save_weights(self.model, out),
+                                   self.optimizer, self.scheduler, state.to_dict(), self.config.save_total_limit, keep,
+                                   rng_states=rng_states)
+        if self.world.active:  # the others may read it (rollback, best weights) once it is committed
+            distributed.barrier()
         self.last_saved_step = state.step
         self.outcome.checkpoint = str(path.relative_to(self.run_dir))
         self.emit("checkpoint.saved", step=state.step, path=self.outcome.checkpoint, best=state.best_step == state.step)
