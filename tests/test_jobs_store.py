@@ -125,7 +125,9 @@ def test_create_job_maps_hyperparameters_onto_the_config(manager, good_file, tin
     ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
     ({"hyperparameters": {"batch_size": 2.5}}, "hyperparameters.batch_size"),
     ({"hyperparameters": {"warmup": 3}}, "hyperparameters.warmup"),
-    ({"method": {"type": "dpo"}}, "method.type"),
+    ({"method": {"type": "reinforcement"}}, "method.type"),
+    ({"method": {"type": "dpo"}}, "training_file"),  # a dpo job needs preference pairs, these are chat rows
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}}, "method.supervised.hyperparameters.beta"),
     ({"suffix": "a:b"}, "suffix"),
     ({"seed": -1}, "seed"),
     ({"extra": {"lora_r": 0}}, "extra.lora_r"),

@@ -45,6 +45,11 @@ RESERVED_FIELDS = {"data": "training_file", "validation_data": "validation_file"
                    "output": None, "resume": None, "trust_remote_code": None, "model": "model", "seed": "seed",
                    "name": None}
 HYPERPARAMETER_FIELDS = {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "learning_rate"}
+# OpenAI's job ``method.type`` -> the tuneforge objective it trains with, and the method's own hyperparameters
+# (beyond HYPERPARAMETER_FIELDS) -> (config field, low, high): DPO's beta is "auto" or a number in (0, 2].
+METHOD_OBJECTIVES = {"supervised": "sft", "dpo": "dpo"}
+METHOD_HYPERPARAMETERS = {"dpo": {"beta": ("dpo_beta", 0.0, 2.0)}}
+PREFERENCE_FORMATS = ("preference", "openai_preference")
 SUFFIX = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 MAX_SEED = 2**31 - 1
 JOB_DEFAULTS = {"test_split": 0.0}  # a job trains on all it is given; the validation split still applies
@@ -145,16 +150,23 @@ class FineTuningManager:
         validation = self._training_file(validation_file, "validation_file") if validation_file else None
         model = self._check_model(model or DEFAULT_MODEL)
         hyper = _hyperparameters(hyperparameters, method)
+        kind = _method_type(method)
+        if kind == "dpo" and (train.summary or {}).get("format") not in PREFERENCE_FORMATS:
+            raise InvalidRequest(f"training_file: a dpo job trains on preference pairs, and {train.id} ({train.filename}) "
+                                 f"holds {(train.summary or {}).get('format')} rows; upload rows like {{\"input\": "
+                                 "{\"messages\": [...]}, \"preferred_output\": [...], \"non_preferred_output\": [...]}",
+                                 param="training_file", code="invalid_training_file")
         seed = _check_seed(seed)
         if suffix is not None and not SUFFIX.match(str(suffix)):
             raise InvalidRequest("suffix must be 1-64 characters of letters, digits, '.', '_' or '-'", param="suffix")
         job_id = ids.new_id(ids.JOB_PREFIX)
         run_dir = self.runs_dir / job_id
         values = {"data": str(train.path), "validation_data": str(validation.path) if validation else None,
-                  "model": model, "seed": seed, "output": str(run_dir), "name": job_id}
+                  "model": model, "seed": seed, "output": str(run_dir), "name": job_id,
+                  **_objective_fields(kind, hyper, extra)}
         config, resolved = self._job_config(values, hyper, extra)
         return self._queue(job_id, model, config, resolved, train.id, validation.id if validation else None,
-                           suffix, seed, metadata, method)
+                           suffix, seed, metadata, kind)
 
     def start_training(self, config: Any) -> TrainingJob:
         """Queue a job for a tuneforge ``FineTuningConfig`` (or its values) whose ``data`` is a local path.
@@ -176,8 +188,9 @@ class FineTuningManager:
         values = {**config.model_dump(mode="json", exclude_unset=True), "model": config.model, "output": config.output,
                   "seed": config.seed}
         hyper = {"n_epochs": _number(config.epochs), "batch_size": config.batch_size, "learning_rate_multiplier": 1.0}
+        kind = next((kind for kind, objective in METHOD_OBJECTIVES.items() if objective == config.objective), "supervised")
         return self._queue(job_id, config.model, values, hyper, str(config.data), config.validation_data, None,
-                           config.seed, None, None)
+                           config.seed, None, kind)
 
     def start_search(self, search: Any, output: str | Path | None = None) -> TrainingJob:
         """Queue a hyperparameter search as a job: a search file path, its mapping or a ``SearchSpec``.
@@ -205,7 +218,7 @@ class FineTuningManager:
         kind = {"type": "search", "search": {"spec": spec.to_dict(), "num_trials": spec.trials_wanted,
                                              "objective": spec.objective, "direction": spec.direction}}
         return self._queue(job_id, config.model, values, hyper, str(config.data), config.validation_data, None,
-                           config.seed, None, None, kind=kind)
+                           config.seed, None, kind=kind)
 
     def list_jobs(self, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None) -> Page[TrainingJob]:
         """A page of jobs, newest first, strictly after the job ``after``; ``metadata`` keeps jobs with those pairs."""
@@ -430,11 +443,12 @@ class FineTuningManager:
     # --- internals -----------------------------------------------------------------------------
     def _queue(self, job_id: str, model: str, config: dict[str, Any], hyper: dict[str, Any], training_file: str,
                validation_file: str | None, suffix: str | None, seed: int, metadata: dict[str, str] | None,
-               method: dict[str, Any] | None, kind: dict[str, Any] | None = None) -> TrainingJob:
+               method_type: str = "supervised", kind: dict[str, Any] | None = None) -> TrainingJob:
         now = time.time()
         row = {"id": job_id, "status": str(S.VALIDATING_FILES), "model": model, "created_at": now, "queued_at": None,
                "training_file": training_file, "validation_file": validation_file, "hyperparameters": hyper,
-               "method": kind or {"type": "supervised", "supervised": {"hyperparameters": hyper}},  # kind: a search job
+               # kind: a search job's own method object; else OpenAI's {type, <type>: {hyperparameters}}
+               "method": kind or {"type": method_type, method_type: {"hyperparameters": hyper}},
                "suffix": suffix, "seed": seed, "config": config, "run_dir": str(config["output"]), "error": None,
                "result_files": [], "metadata": metadata, "retries": 0, "max_retries": self.max_retries}
         self.store.insert_job(row)
@@ -536,6 +550,10 @@ class FineTuningManager:
         resolved = {"n_epochs": _number(config.epochs), "batch_size": config.batch_size,
                     "learning_rate_multiplier": (float(multiplier) if multiplier != "auto"
                                                  else round(config.resolved_learning_rate / DEFAULT_LEARNING_RATE[config.method], 6))}
+        for kind_fields in METHOD_HYPERPARAMETERS.values():  # a method's own ones, resolved from the config
+            for name, (field, _, _) in kind_fields.items():
+                if name in hyper:
+                    resolved[name] = getattr(config, field)
         return config.model_dump(mode="json", exclude_unset=True), resolved  # only what was chosen: a method's options stay its own
 
     def _data_path(self, data: str | Path) -> Path:
@@ -557,20 +575,21 @@ def _hyperparameters(hyperparameters: dict[str, Any] | None, method: dict[str, A
     """n_epochs / batch_size / learning_rate_multiplier, each a checked number or "auto"; ``method``'s win."""
     given = dict(hyperparameters or {})
     param_prefix = "hyperparameters"
+    kind = _method_type(method)
+    own = METHOD_HYPERPARAMETERS.get(kind, {})
     if method is not None:
-        if not isinstance(method, dict):
-            raise InvalidRequest("method must be an object like {\"type\": \"supervised\"}", param="method")
-        kind = method.get("type", "supervised")
-        if kind != "supervised":
-            raise InvalidRequest(f"method.type {kind!r} is not supported; tuneforge jobs run 'supervised' fine-tuning "
-                                 "(other objectives: extra={'objective': ...})", param="method.type")
-        inner = (method.get("supervised") or {}).get("hyperparameters")
+        section = method.get(kind) or {}
+        if not isinstance(section, dict):
+            raise InvalidRequest(f"method.{kind} must be an object like {{\"hyperparameters\": {{...}}}}", param=f"method.{kind}")
+        inner = section.get("hyperparameters")
         if inner:
-            given, param_prefix = dict(inner), "method.supervised.hyperparameters"
-    unknown = sorted(set(given) - set(HYPERPARAMETER_FIELDS))
+            if not isinstance(inner, dict):
+                raise InvalidRequest(f"method.{kind}.hyperparameters must be an object", param=f"method.{kind}.hyperparameters")
+            given, param_prefix = dict(inner), f"method.{kind}.hyperparameters"
+    unknown = sorted(set(given) - set(HYPERPARAMETER_FIELDS) - set(own))
     if unknown:
-        raise InvalidRequest(f"{param_prefix}.{unknown[0]}: unknown hyperparameter; use n_epochs, batch_size, "
-                             "learning_rate_multiplier", param=f"{param_prefix}.{unknown[0]}")
+        raise InvalidRequest(f"{param_prefix}.{unknown[0]}: unknown hyperparameter; use "
+                             f"{', '.join([*HYPERPARAMETER_FIELDS, *own])}", param=f"{param_prefix}.{unknown[0]}")
     checked = {}
     limits = {"n_epochs": (0, 1000, False), "batch_size": (1, 4096, True), "learning_rate_multiplier": (0, 1000, False)}
     for name in HYPERPARAMETER_FIELDS:
@@ -584,7 +603,44 @@ def _hyperparameters(hyperparameters: dict[str, Any] | None, method: dict[str, A
             raise InvalidRequest(f"{param_prefix}.{name}: must be \"auto\" or {kind} in "
                                  f"{'[' if integer else '('}{low}, {high}], got {value!r}", param=f"{param_prefix}.{name}")
         checked[name] = value
+    for name, (_, low, high) in own.items():
+        value = given.get(name, "auto")
+        if not (value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                                    and low < value <= high)):
+            raise InvalidRequest(f"{param_prefix}.{name}: must be \"auto\" or a number in ({low:g}, {high:g}], got {value!r}",
+                                 param=f"{param_prefix}.{name}")
+        checked[name] = value
     return checked
+
+
+def _method_type(method: dict[str, Any] | None) -> str:
+    """OpenAI's ``method.type`` (default ``supervised``), checked against what tuneforge jobs train."""
+    if method is None:
+        return "supervised"
+    if not isinstance(method, dict):
+        raise InvalidRequest("method must be an object like {\"type\": \"supervised\"}", param="method")
+    kind = method.get("type", "supervised")
+    if kind not in METHOD_OBJECTIVES:
+        raise InvalidRequest(f"method.type {kind!r} is not supported; tuneforge jobs run {' and '.join(map(repr, METHOD_OBJECTIVES))} "
+                             "(other objectives: extra={'objective': ...})", param="method.type")
+    return kind
+
+
+def _objective_fields(kind: str, hyper: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The config fields ``method.type`` sets: ``dpo`` -> objective dpo (and its beta); ``supervised`` leaves the
+    objective to ``extra`` (default sft)."""
+    if kind == "supervised":
+        return {}
+    objective = METHOD_OBJECTIVES[kind]
+    chosen = (extra or {}).get("objective")
+    if chosen is not None and chosen != objective:
+        raise InvalidRequest(f"extra.objective: {chosen!r} contradicts method.type {kind!r} (objective {objective}); "
+                             "remove one of them", param="extra.objective")
+    fields: dict[str, Any] = {"objective": objective}
+    for name, (field, _, _) in METHOD_HYPERPARAMETERS.get(kind, {}).items():
+        if hyper.get(name, "auto") != "auto":
+            fields[field] = hyper[name]
+    return fields
 
 
 def _check_seed(seed: int | None) -> int:
