@@ -20,6 +20,8 @@ then, from Python:
 
 security: every request needs 'Authorization: Bearer <key>'. The key is $TUNEFORGE_API_KEY, the first line of
 --api-key-file, or one generated on first start into $TUNEFORGE_HOME/api_key (mode 0600, printed once).
+
+dashboard: open http://127.0.0.1:8000/ in a browser and log in with the same key (--no-dashboard: API only).
 """
 
 

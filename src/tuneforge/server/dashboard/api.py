@@ -144,8 +144,9 @@ def jobs(request: Request, limit: int = Query(50, ge=1, le=100)) -> dict[str, An
 
 def _job_summary(manager: Any, job: Any) -> dict[str, Any]:
     progress = manager.monitor_progress(job.id).to_dict()
-    events = views.events_of(job.run_dir)
     results = _results(job.run_dir)
+    # a finished run's results.json has the figure; only a run still going has its events read a second time
+    events = [] if (results.get("train") or {}).get("best_validation_loss") is not None else views.events_of(job.run_dir)
     return {"job": job.to_openai(), "progress": progress, "best_validation_loss": views.best_validation_loss(events, results)}
 
 

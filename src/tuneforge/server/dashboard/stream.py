@@ -42,13 +42,14 @@ async def _messages(request: Request, manager: Any, job_id: str, run_dir: Any, a
             shown = views.live_event(event)
             if shown is not None:
                 yield _sse("event", shown, event.get("seq"))
-        status = await asyncio.to_thread(manager.monitor_progress, job_id)
-        if events or quiet >= STATUS_EVERY:
-            yield _sse("status", status.to_dict())
+        job = await asyncio.to_thread(manager.get_job, job_id)  # one row: cheap, unlike re-reading events.jsonl
+        if events or quiet >= STATUS_EVERY or job.status.is_terminal:
+            status = (await asyncio.to_thread(manager.monitor_progress, job_id)).to_dict()
+            yield _sse("status", status)
             quiet = 0
-        if status.status.is_terminal and not events:
-            yield _sse("end", {"status": status.to_dict()["status"]})
-            return
+            if job.status.is_terminal and not events:
+                yield _sse("end", {"status": status["status"]})
+                return
         quiet += 1
         await asyncio.sleep(POLL_SECONDS)
 
