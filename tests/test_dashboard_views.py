@@ -65,3 +65,11 @@ def test_the_compare_table_marks_the_best_run_per_metric() -> None:
     table = {row["metric"]: row for row in views.compare_table({"a": {"accuracy": 0.5, "loss": 1.0},
                                                                "b": {"accuracy": 0.7, "loss": 1.2}, "c": {}})}
     assert table["accuracy"]["best"] == "b" and table["loss"]["best"] == "a"
+
+
+def test_results_performances_are_base_baselines_then_tuned() -> None:
+    results = {"base": {"accuracy": 0.2}, "tuned": {"accuracy": 0.9},
+               "baselines": {"few_shot": {"label": "few-shot", "performance": {"accuracy": 0.5}}, "empty": {}}}
+    found = views.performances(results)
+    assert list(found) == ["base", "few_shot", "tuned"]
+    assert views.compare_table(found)[0]["best"] == "tuned"

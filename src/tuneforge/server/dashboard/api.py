@@ -177,7 +177,8 @@ def job_results(job_id: str, request: Request) -> dict[str, Any]:
     """``results.json`` (base vs tuned, baselines, verdict, error analysis) and the test predictions, each marked."""
     job = _manager(request).get_job(job_id)
     results = views.results_of(job.run_dir)
-    return {"job": job.to_openai(), "results": results, "predictions": views.predictions(job.run_dir, results)}
+    return {"job": job.to_openai(), "results": results, "predictions": views.predictions(job.run_dir, results),
+            "table": views.compare_table(views.performances(results))}
 
 
 @router.get("/compare")

@@ -106,6 +106,15 @@ def predictions(run_dir: Path, results: Mapping[str, Any]) -> list[dict[str, Any
     return rows
 
 
+def performances(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{"base": ..., <baseline>: ..., "tuned": ...}``: the test scores of ``results.json``, in the order shown."""
+    found = {"base": dict(results.get("base") or {})}
+    for name, baseline in (results.get("baselines") or {}).items():
+        found[name] = dict((baseline or {}).get("performance") or {})
+    found["tuned"] = dict(results.get("tuned") or {})
+    return {name: scores for name, scores in found.items() if scores}
+
+
 def compare_table(performances: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     from tuneforge.evaluate.compare import compare_models
 

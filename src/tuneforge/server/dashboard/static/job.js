@@ -49,6 +49,8 @@ TF.page(async ({ job_id }) => {
       stepText.textContent = progress.total_steps ? `${progress.step} of ${progress.total_steps}` : `${progress.step}`;
       eta.textContent = TF.duration(progress.eta_seconds);
     }
+    const error = (progress && progress.error) || job.error;
+    problem.textContent = error ? `The job failed: ${error.message || JSON.stringify(error)}` : problem.textContent;
     buttons.cancel.disabled = !["validating_files", "queued", "running", "paused"].includes(s);
     buttons.pause.disabled = !["validating_files", "queued", "running"].includes(s);
     buttons.resume.disabled = s !== "paused";

@@ -2,23 +2,20 @@
 "use strict";
 TF.page(async ({ job_id }) => {
   const { el, fmt } = TF;
-  const { job, results, predictions } = await TF.api(`/ui/api/jobs/${encodeURIComponent(job_id)}/results`);
+  const { job, results, predictions, table } = await TF.api(`/ui/api/jobs/${encodeURIComponent(job_id)}/results`);
   if (!results || !Object.keys(results).length) {
     TF.render(el("p", {}, `Job ${job_id} has no results yet (status ${job.status}).`), el("a", { href: `/jobs/${job_id}` }, "Back to the job"));
     return;
   }
-  const columns = [["base", "base", results.base]];
-  for (const [name, b] of Object.entries(results.baselines || {})) columns.push([name, b.label || name, b.performance]);
-  columns.push(["tuned", "tuned", results.tuned]);
-  const shown = columns.filter(c => c[2] && Object.keys(c[2]).length);
-  const metrics = [...new Set(shown.flatMap(c => Object.keys(c[2])))];
-  const lower = m => ["loss", "perplexity"].includes(m);
-  const comparison = shown.length ? TF.table("Held-out test split", ["metric", ...shown.map(c => c[1])],
-    metrics.map(m => el("tr", {}, el("th", { scope: "row" }, m), shown.map(c => {
-      const v = c[2][m], base = (results.base || {})[m];
-      const better = c[0] !== "base" && typeof v === "number" && typeof base === "number" && (lower(m) ? v < base : v > base);
-      return el("td", { class: better ? "better" : "" }, fmt(v));
-    }))), { id: "comparison" }) : el("p", { class: "muted" }, "No test evaluation in this run.");
+  // compare_models' rows: {metric, <column>: value, best}; the best column of each metric is marked
+  const labels = { base: "base", tuned: "tuned" };
+  for (const [name, b] of Object.entries(results.baselines || {})) labels[name] = b.label || name;
+  const names = table.length ? Object.keys(table[0]).filter(k => k !== "metric" && k !== "best") : [];
+  const comparison = table.length ? TF.table("Held-out test split (best of each metric in bold green)", ["metric", ...names.map(n => labels[n] || n)],
+    table.map(row => el("tr", {}, el("th", { scope: "row" }, row.metric),
+      names.map(n => el("td", { class: row.best === n && names.some(m => row[m] !== row[n]) ? "better" : "" }, fmt(row[n]))))),
+    { id: "comparison" })
+    : el("p", { class: "muted" }, "No test evaluation in this run.");
   const verdict = results.verdict ? el("p", { id: "verdict", class: results.verdict.worth_it ? "verdict ok" : "verdict bad" },
     results.verdict.message) : null;
 
