@@ -213,3 +213,25 @@ def test_a_pairwise_objective_refuses_data_without_rejected_answers(tiny_model_d
                  "--output", str(tmp_path / "run")])
     assert code == 1 and not (tmp_path / "run").exists()
     assert "objective dpo trains on preference pairs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dpo_over_two_processes_logs_the_rewards_of_one(tiny_model_dir, tmp_path):
+    """--nproc 2: each process's reward sums are added over the processes before they are logged."""
+    from helpers import read_events, write_jsonl
+    from test_distributed import _finetune
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", _preference_rows(36))
+    fields = dict(objective="dpo", learning_rate=5e-3, max_length=64)
+    runs = {}
+    for name, extra in (("one", ()), ("two", ("--nproc", "2"))):
+        done = _finetune(tiny_model_dir, data, tmp_path / name, *extra, **fields)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = {e["step"]: e for e in read_events(tmp_path / name) if e["type"] == "train.step"}
+    assert sorted(runs["one"]) == sorted(runs["two"])
+    # figures large enough that one process's share alone (about half) would differ
+    assert max(abs(e["reward_margin"]) for e in runs["one"].values()) > 1e-2
+    assert max(e["preference_accuracy"] for e in runs["one"].values()) >= 0.5
+    for step, event in runs["one"].items():
+        for key in ("loss", "reward_margin", "reward_chosen", "preference_accuracy"):
+            assert abs(event[key] - runs["two"][step][key]) < 1e-4, (step, key)

@@ -133,6 +133,18 @@ def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningC
     return GroupSums(loss_sum, correct, trained_tokens, processed, metrics)
 
 
+def _metric_sums_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """An objective's metric sums added over every process (a process with an empty share has none)."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, metrics)
+    total: dict[str, float] = {}
+    for part in parts:
+        add_metric_sums(total, part or {})
+    return total
+
+
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
@@ -361,6 +373,7 @@ class _Run:
             distributed.all_reduce_gradients(self.model)
             loss_sum, correct, processed = distributed.sum_over_ranks([loss_sum, correct, processed])
             correct, processed = int(correct), int(processed)
+            sums.metrics = _metric_sums_over_ranks(sums.metrics)
         loss = loss_sum / group_tokens
         grad_norm = _clip(self.model, config.max_grad_norm)
         learning_rate = self.optimizer.param_groups[0]["lr"]
