@@ -3,7 +3,8 @@
 On the tiny model, through ``FineTuningPipeline``: train 3 steps with a finite loss; only the
 parameters the method declares trainable change (every other one stays bit-identical); the saved
 output reloads through the run loader (``load_trained``) with the same logits; and a run stopped
-after step 1 and resumed ends with exactly the weights of the uninterrupted run. Directly on the
+after step 1 and resumed ends with exactly the weights of the uninterrupted run (after a SIGKILL of the
+training process too: ``tests/test_method_contract_kill.py``, slow). Directly on the
 model: the loss falls when one batch is trained on repeatedly (at the method's default rate, through
 its objective path), and evaluation (``evaluate_model``: answer loss and generation) runs.
 
