@@ -168,6 +168,7 @@ BAD_SPACES = [
     ({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-5}}, {}, ["low 0.001 is above high"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"type": "grid"}, ["grid search needs a finite set"]),
     ({"output": {"type": "choice", "values": ["a", "b"]}}, {}, ["a config field that is not searched"]),
+    ({"validation_split": {"type": "float", "low": 0.1, "high": 0.2}}, {}, ["a config field that is not searched"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"type": "bayes"}, ["not a strategy", "random, tpe, grid"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"objective": "speed"}, ["not an evaluation metric", "validation_loss"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"pruner": "patient"}, ["not a pruner", "median, hyperband, none"]),
@@ -188,11 +189,16 @@ def test_a_bad_search_file_is_one_message_naming_the_valid_choices(space: dict, 
     assert not (tmp_path / "s").exists()  # nothing written
 
 
-def test_search_needs_a_config_or_a_study_to_join(capsys) -> None:
+def test_search_needs_a_config_or_a_study_to_join(tmp_path: Path, capsys) -> None:
     from tuneforge.cli.main import main
 
     assert main(["search"]) == 1
     assert "--config search.yaml" in capsys.readouterr().err
+    assert main(["search", "--join", "nope", "--output", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert "no study at" in err and "--storage URL" in err and "Traceback" not in err
+    assert main(["search", "--join", "nope", "--storage", f"sqlite:///{tmp_path / 'empty.db'}"]) == 1
+    assert "no tuneforge search named 'nope'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- resume, workers
@@ -206,8 +212,10 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_search_continues_where_it_stopped(tiny_model_dir: Path, session_dataset: Path, tmp_path: Path) -> None:
-    """SIGKILL during trial 1 (after a checkpoint); starting the search again retries trial 1 from that checkpoint."""
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_stopped_search_continues_where_it_stopped(stop: int, tiny_model_dir: Path, session_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    """SIGKILL (or Ctrl-C) during trial 1, after a checkpoint; starting the search again retries trial 1 from it."""
     path = search_file(tmp_path, session_dataset, tiny_model_dir, {"type": "random", "num_trials": 3, "seed": 5, "pruner": "none"},
                        epochs=6, saving_strategy="steps", save_steps=2)
     search_dir = tmp_path / "s"
@@ -218,9 +226,12 @@ def test_a_killed_search_continues_where_it_stopped(tiny_model_dir: Path, sessio
     try:
         _wait_for(lambda: events.is_file() and '"checkpoint.saved"' in events.read_text(), 240, "trial 1's first checkpoint")
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert [t.state.name for t in study_trials(search_dir)] == ["COMPLETE", "RUNNING"]
+        process.send_signal(stop)
+        code = process.wait(timeout=120)
+    if stop == signal.SIGKILL:
+        assert [t.state.name for t in study_trials(search_dir)] == ["COMPLETE", "RUNNING"]
+    else:  # the trial saved a checkpoint and was enqueued again before the process ended
+        assert code == 75 and [t.state.name for t in study_trials(search_dir)] == ["COMPLETE", "FAIL", "WAITING"]
 
     result = cli("search", "--config", str(path), "--output", str(search_dir))
     assert result.returncode == 0, result.stderr

@@ -153,12 +153,19 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _value(row: dict[str, Any]) -> str:
+    """The objective; a pruned trial's is only what it reported last, at its last step."""
+    if row["state"] == "PRUNED" and row["value"] is not None:
+        return f"{_fmt(row['value'])} (step {row['last_step']})"
+    return _fmt(row["value"])
+
+
 def render_search(result: dict[str, Any]) -> None:
     """The trials table (state, parameters, objective, time), the best trial, its test scores, the files."""
     trials = result["trials"]
     names = sorted({name for row in trials for name in row["params"]})
     header = ["trial", "state", *names, result["objective"], "seconds"]
-    rows = [[str(row["number"]), row["state"].lower(), *[_fmt(row["params"].get(n)) for n in names], _fmt(row["value"]),
+    rows = [[str(row["number"]), row["state"].lower(), *[_fmt(row["params"].get(n)) for n in names], _value(row),
              _fmt(row["seconds"])] for row in trials]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     for line in [header, ["-" * w for w in widths], *rows]:

@@ -46,9 +46,9 @@ def write_search_report(study: Any, spec: Any, result: Any, path: Path) -> Path:
 
 def build_search_report(study: Any, spec: Any, result: Any, search_dir: Path) -> str:
     rows = result.trials
-    finished = [row for row in rows if row["value"] is not None]
+    finished = [row for row in rows if row["state"] == "COMPLETE"]  # a pruned trial's value is only its last report
     sections = [f"<h1>Search {html.escape(result.study_name)}</h1>", _cards(spec, result),
-                "<h2>Optimisation history</h2>" + (_history(finished, spec.direction) or "<p class=muted>no finished trial yet</p>"),
+                "<h2>Optimisation history</h2>" + (_history(finished, spec.direction) or "<p class=muted>no complete trial yet</p>"),
                 "<h2>Parameter importances</h2>" + _importances(result.importances),
                 "<h2>Trial curves</h2>" + (_curves(study, spec, rows) or "<p class=muted>no evaluation reported yet</p>"),
                 "<h2>Trials</h2>" + _table(rows, search_dir),
@@ -77,7 +77,7 @@ def _history(finished: list[dict[str, Any]], direction: str) -> str:
         if best is None or (y > best if direction == "maximize" else y < best):
             best = y
         best_points.append((x, best))
-    return line_chart("objective per trial", [("trial", "#2563eb", points), ("best so far", "#137a3a", best_points)],
+    return line_chart("objective of each complete trial", [("trial", "#2563eb", points), ("best so far", "#137a3a", best_points)],
                       x_label="trial", width=900)
 
 

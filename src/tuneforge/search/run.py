@@ -107,7 +107,8 @@ def run_search(search: SearchSpec | str | Path | dict[str, Any] | None = None, *
     data = _prepare(spec)
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{study_dir / 'study.db'}"
-    study = create_study(spec, name, url, str(study_dir), heartbeat_seconds)
+    with _optuna_quiet():
+        study = create_study(spec, name, url, str(study_dir), heartbeat_seconds)
     _reseed(study, spec)
     for number in fail_dead_trials(study):
         _emit(on_event, "search.trial_retried", trial=number, reason="its process is gone")
@@ -241,8 +242,9 @@ def finish_search(study: Any, spec: SearchSpec, data: TrainingData, search_dir: 
     if best is not None:
         result.best = best
         result.best_config = write_best_config(spec, best["params"], search_dir / "best_config.yaml")
-        _emit(on_event, "search.testing", trial=best["number"], examples=len(data.test))
-        result.test = best_on_test(spec, data, best, search_dir / "best_test.json")
+        if status != RunStatus.INTERRUPTED:  # after Ctrl-C, stop soon: the test score waits for the next start
+            _emit(on_event, "search.testing", trial=best["number"], examples=len(data.test))
+            result.test = best_on_test(spec, data, best, search_dir / "best_test.json")
     result.importances = parameter_importances(study)
     atomic_write_json(search_dir / "trials.json", {"objective": spec.objective, "direction": spec.direction,
                                                    "trials": rows, "best": result.best})

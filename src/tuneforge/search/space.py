@@ -37,8 +37,10 @@ PRUNER_OPTIONS = {"median": ("n_startup_trials", "n_warmup_steps", "interval_ste
 STRATEGY_KEYS = ("type", "num_trials", "pruner", "objective", "direction", "seed", "timeout", "enqueue")
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
               "choice": ("type", "values")}
-# Fields a trial may not choose: where the run goes, what it trains on, how it is driven.
-NOT_SEARCHABLE = {"data", "validation_data", "test_data", "output", "name", "resume", "cross_validation", "adapter_name",
+# Fields a trial may not choose: where the run goes, what it trains on (the splits are prepared once, so every
+# trial is scored on the same validation examples), how it is driven.
+NOT_SEARCHABLE = {"data", "validation_data", "test_data", "validation_split", "test_split", "data_format", "text_template",
+                  "skip_invalid", "trust_remote_code", "output", "name", "resume", "cross_validation", "adapter_name",
                   "report_to", "cost_per_hour", "judge", "judge_rubric", "evaluate_base", "baselines", "forgetting_check"}
 # The metrics every evaluation during training reports (train/loop.py eval.result): usable for pruning.
 VALIDATION_METRICS = {"validation_loss": "minimize", "validation_perplexity": "minimize", "validation_accuracy": "maximize"}

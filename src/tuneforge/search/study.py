@@ -175,13 +175,23 @@ def fail_dead_trials(study: Any) -> list[int]:
 
 
 def retry_trial(study: Any, number: int, reason: str) -> None:
-    """Mark trial ``number`` failed with ``reason`` and enqueue its parameters again (it then resumes its run)."""
+    """Mark trial ``number`` failed with ``reason`` and enqueue its parameters again (it then resumes its run).
+
+    A trial already failed (``study.optimize`` marks the trial a signal stopped) is enqueued again too,
+    once: a trial that some retry already repeats is left alone.
+    """
     from optuna.trial import TrialState
 
-    try:
-        study.tell(number, state=TrialState.FAIL)
-    except (ValueError, RuntimeError):  # another worker finished it first
+    trials = study.get_trials(deepcopy=False)
+    trial = trials[number]
+    if any(number in other.system_attrs.get("retry_history", []) for other in trials):
+        return
+    if trial.state == TrialState.RUNNING:
+        try:
+            study.tell(number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker finished it first
+            return
+    elif trial.state != TrialState.FAIL:
         return
     logger.warning("search trial %d failed: %s; it is tried again and resumes its run directory", number, reason)
-    trial = study.get_trials(deepcopy=True)[number]
-    retry_callback()(study, trial)
+    retry_callback()(study, study.get_trials(deepcopy=True)[number])
