@@ -2,7 +2,8 @@
 
 Log in (the key becomes an HttpOnly, SameSite=Strict session cookie that does not open /v1), upload a
 file with a broken line and see that line, every invalid Start value shown at once next to its
-field, cancel / pause / resume a job from its page, chat with two models side by side, and every
+field, cancel / pause / resume a job from its page, the job page's curves and issue timeline growing
+over server-sent events as the job's events.jsonl is written, chat with two models side by side, and every
 page loads without a console error (a screenshot of each is saved under the test's temp dir). The
 server has no worker here, so jobs stay queued; test_dashboard_e2e.py trains one.
 """
@@ -242,3 +243,31 @@ def test_every_control_has_a_label(page, server, uploaded) -> None:
         assert unlabelled == [], (path, unlabelled)
         page.keyboard.press("Tab")  # the first Tab reaches the skip link: the page is keyboard usable
         assert page.evaluate("document.activeElement.className") == "skip"
+
+
+def test_the_job_page_draws_new_events_as_they_are_written(page, server, uploaded, shots) -> None:
+    """The job's events.jsonl grows while the page is open: points and the explained issue arrive over SSE, no reload."""
+    from tuneforge.monitor.events import EventWriter
+
+    job = _queued_job(server, uploaded, "live")
+    run_dir = server[1].get_job(job["id"]).run_dir
+    _ready(page, f"/jobs/{job['id']}")
+    loss = page.locator("#chart-loss")
+    assert loss.get_attribute("data-points") == "0"
+    page.evaluate("window.__not_reloaded = true")
+    with EventWriter(run_dir / "events.jsonl") as events:
+        events.emit("train.started", total_steps=4)
+        events.emit("train.step", step=1, total_steps=4, loss=2.5, learning_rate=1e-3, tokens_per_second=900.0, memory_mb=400.0)
+        page.locator("#chart-loss[data-points='1']").wait_for()
+        events.emit("train.step", step=2, total_steps=4, loss=2.1, learning_rate=8e-4, tokens_per_second=950.0, memory_mb=410.0)
+        events.emit("issue.detected", step=2, kind="loss_spike", severity="warning", message="the loss jumped 3x",
+                    suggestion="lower the learning rate or raise warmup_steps", action="warn")
+        events.emit("eval.result", step=2, validation_loss=2.3)
+        page.locator("#chart-loss[data-points='3']").wait_for()  # two train points and one validation point
+    assert page.locator("#chart-lr").get_attribute("data-points") == "2"
+    assert page.locator("#chart-memory").get_attribute("data-points") == "2"
+    issue = page.locator("#timeline li.sev-warning")
+    assert "loss_spike" in issue.inner_text() and "lower the learning rate" in issue.locator(".explain").inner_text()
+    assert page.evaluate("window.__not_reloaded") is True
+    page.screenshot(path=str(shots / "job-live.png"), full_page=True)
+    assert page.watch.errors == []
