@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_common import cpu_steal, machine, matmul_peak_gflops, steal_percent  # noqa: F401  (used below and by the workers)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "docstrings.jsonl"
 RESULTS = ROOT / "bench" / "results"
@@ -136,22 +138,6 @@ class StepClock:
             "cpu_steal_percent": steal_percent(self.steal_start, cpu_steal()),
             "load_average_1min": os.getloadavg()[0],
         }
-
-
-def cpu_steal() -> tuple[int, int]:
-    """(steal, total) jiffies from /proc/stat; (0, 0) where there is none."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    return (fields[7] if len(fields) > 7 else 0), sum(fields)
-
-
-def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Share of all CPU time the hypervisor gave to other guests between two readings."""
-    total = after[1] - before[1]
-    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else 0.0
 
 
 def peak_memory() -> dict[str, float]:
@@ -304,28 +290,6 @@ def run_untrained() -> dict[str, Any]:
 # the harness
 
 
-def matmul_peak_gflops(dtype_name: str, repeats: int = 20) -> float:
-    """Best GFLOP/s of [4096×576]·[576×1536] in ``dtype_name`` on this machine (the shape of SmolLM2's MLP)."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a = torch.randn(4096, 576, device=device, dtype=dtype)
-    b = torch.randn(576, 1536, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 4096 * 576 * 1536 / best / 1e9
-
-
 def flops_per_token(method: str, config_path: Path, lengths: list[int], lora_params: int) -> float:
     """PaLM-convention model FLOPs per token (PERFORMANCE.md §7.1): 4·N_lin (+2·N_lin full) + 12·L·d·T_eff + 6·N_lora."""
     config = json.loads(config_path.read_text())
@@ -339,31 +303,6 @@ def flops_per_token(method: str, config_path: Path, lengths: list[int], lora_par
     if method == "full":
         return 6 * n_lin + attention
     return 4 * n_lin + attention + 6 * lora_params
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from tuneforge.model.precision import cpu_has_native_bf16
-
-    info = {"cpu": cpu, "native_bf16": torch.cuda.is_available() or cpu_has_native_bf16(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    for name in ("transformers", "peft", "trl"):
-        try:
-            info[name] = __import__(name).__version__
-        except ImportError:
-            info[name] = "not installed"
-    return info
 
 
 def run_worker(name: str) -> dict[str, Any]:

@@ -1,0 +1,250 @@
+"""How training cost grows with model size and sequence length, on models of real architectures.
+
+The models are built from their published configurations (SmolLM2-135M/360M/1.7B, Qwen2.5-0.5B/1.5B,
+Llama-3.2-1B) with random weights: nothing is downloaded, the loss figures mean nothing, the speed
+and memory are real. Each configuration trains a few optimizer steps of ``tuneforge finetune``'s own
+path (FineTuningPipeline: memory planner, packing, passes, fused loss) in a fresh process, on
+synthetic text rows that fill ``max_length`` exactly, so every step holds the same number of tokens.
+
+Per row: tokens/s over the timed steps (the first step is a warm-up), peak RSS of the process, the
+memory planner's estimate of a step's peak and what it chose, the model FLOPs per token (PaLM
+convention, as the speed bench) and the fraction of this CPU's measured matmul peak.
+
+    python bench/scale_bench.py                       # the default grid (see GRID)
+    python bench/scale_bench.py --only smollm2-135m:lora:512 qwen2.5-0.5b:qlora:512
+    python bench/scale_bench.py --memory-limit 12GB --only smollm2-1.7b:lora:1024
+
+Writes bench/results/scale.json (results merge across invocations) and bench/results/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
+RESULTS = ROOT / "bench" / "results"
+MODELS_HOME = Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge") / "scale-models"
+
+# Published configurations (config.json of each model on the Hugging Face hub), the fields that shape cost.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                     "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
+                     "rope_theta": 100000.0, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
+    "smollm2-360m": {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                     "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152, "tie_word_embeddings": True,
+                     "rope_theta": 100000.0, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
+    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+                     "rope_theta": 1000000.0, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6},
+    "llama-3.2-1b": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True,
+                     "rope_theta": 500000.0, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+                     "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                      "original_max_position_embeddings": 8192}},
+    "qwen2.5-1.5b": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                     "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+                     "rope_theta": 1000000.0, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6},
+    "smollm2-1.7b": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+                     "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152, "tie_word_embeddings": True,
+                     "rope_theta": 130000.0, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
+}
+
+# (model, method, max_length), cheapest first so that a run cut short still has the small sizes: sequence length
+# on two sizes, then the parameter scale at 512 tokens, QLoRA beside LoRA, the 1B-and-up models last.
+GRID = [
+    *[("smollm2-135m", "lora", n) for n in (128, 512, 1024, 2048)],
+    ("smollm2-360m", "lora", 512),
+    *[("qwen2.5-0.5b", "lora", n) for n in (128, 512, 2048)],
+    ("smollm2-135m", "qlora", 512), ("qwen2.5-0.5b", "qlora", 512),
+    ("llama-3.2-1b", "lora", 512), ("qwen2.5-1.5b", "lora", 512), ("smollm2-1.7b", "lora", 512),
+    ("smollm2-1.7b", "qlora", 512),
+]
+TOKENS_PER_STEP = 2048  # batch_size × max_length is held at this (batch at least 1)
+STEPS = 3  # optimizer steps; the first is a warm-up and not timed (2 timed steps of TOKENS_PER_STEP each)
+
+
+def model_dir(name: str) -> Path:
+    """The random-weight model ``name`` (built once, cached), with SmolLM2's tokenizer (ids fit every vocabulary)."""
+    target = MODELS_HOME / name
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.model.resolve import resolve_model
+
+    settings = dict(ARCHITECTURES[name])
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=MODELS_HOME.mkdir(parents=True, exist_ok=True) or MODELS_HOME))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    tokenizer.save_pretrained(staging)
+    staging.rename(target)
+    return target
+
+
+def synthetic_rows(n: int, max_length: int, seed: int = 0) -> list[dict[str, str]]:
+    """Text rows longer than ``max_length`` tokens (so each is cut to exactly that), different from each other."""
+    import random
+
+    words = ("the model trains on local data with adapters and the loss falls while memory stays within the plan "
+             "every token of every pass counts").split()
+    rng = random.Random(seed)
+    return [{"text": " ".join(rng.choice(words) for _ in range(max_length * 2))} for _ in range(n)]
+
+
+def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -> dict[str, Any]:
+    """Train STEPS steps in this process; the measured figures."""
+    from bench_common import cpu_steal, steal_percent
+
+    from tuneforge.config import make_config
+    from tuneforge.data.examples import TrainingData, TrainingExample
+    from tuneforge.pipeline import FineTuningPipeline
+
+    batch = max(1, TOKENS_PER_STEP // max_length)
+    path = model_dir(name)
+    examples = [TrainingExample(text=row["text"]) for row in synthetic_rows(batch * STEPS, max_length)]
+    step_times: list[float] = []
+    seen: dict[str, Any] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] in ("memory.planned", "memory.warning", "model.ready"):
+            seen[event["type"]] = event
+        elif event["type"] == "train.started":
+            seen["start"] = time.perf_counter()
+            seen["steal"] = cpu_steal()
+        elif event["type"] == "train.step":
+            step_times.append(time.perf_counter())
+
+    settings = make_config({
+        "model": str(path), "method": method, "max_length": max_length, "batch_size": batch, "epochs": 1,
+        "max_steps": STEPS, "learning_rate": 1e-4, "warmup_steps": 0, "evaluation_strategy": "no", "saving_strategy": "no",
+        "evaluate_base": False, "baselines": False, "forgetting_check": False, "estimate_steps": 0,
+        "validation_split": 0.0, "test_split": 0.0, "output": str(Path(tempfile.mkdtemp(prefix="tf-scale-")) / "run"),
+        "seed": 0, **({"memory_limit": memory_limit} if memory_limit else {}),
+    })
+    started = time.perf_counter()
+    FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
+    wall = time.perf_counter() - started
+    timed = [b - a for a, b in zip(step_times, step_times[1:])]
+    plan = seen.get("memory.planned") or seen.get("memory.warning") or {}
+    ready = seen.get("model.ready", {})
+    return {
+        "model": name, "method": method, "max_length": max_length, "batch_size": batch,
+        "parameters": ready.get("total_parameters"), "trainable": ready.get("trainable_parameters"),
+        "precision": ready.get("precision"),
+        "tokens_per_second": round(batch * max_length * len(timed) / sum(timed), 2) if timed else None,
+        "seconds_per_step": round(sum(timed) / len(timed), 2) if timed else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "planned_peak_mb": (plan.get("estimate") or {}).get("total_mb"), "plan_changed": plan.get("changed"),
+        "plan_limit_mb": plan.get("limit_mb"), "wall_seconds": round(wall, 1),
+        "steal_percent": steal_percent(seen["steal"], cpu_steal()) if "steal" in seen else None,
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def flops_per_token(name: str, method: str, max_length: int, trainable: int) -> float:
+    """PaLM-convention model FLOPs per token: 4·N_lin (6·N_lin full) + 12·L·d·T + 6·N_trainable (adapters)."""
+    c = ARCHITECTURES[name]
+    hidden, layers, inter, heads, kv = (c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"],
+                                        c["num_attention_heads"], c["num_key_value_heads"])
+    head_dim = hidden // heads
+    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv * head_dim + 3 * hidden * inter
+    n_lin = layers * per_layer + hidden * c["vocab_size"]
+    attention = 12 * layers * hidden * max_length
+    return (6 * n_lin if method == "full" else 4 * n_lin + 6 * trainable) + attention
+
+
+def worker(key: str, memory_limit: str | None) -> None:
+    name, method, length = key.split(":")
+    print(json.dumps(run_one(name, method, int(length), memory_limit)), flush=True)
+
+
+def run_in_fresh_process(key: str, memory_limit: str | None) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", key, *(["--memory-limit", memory_limit] if memory_limit else [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        name, method, length = key.split(":")
+        return {"model": name, "method": method, "max_length": int(length), "error": (done.stderr or done.stdout)[-1500:]}
+    return json.loads(lines[-1])
+
+
+def write_markdown(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    peak = report["matmul_peak_gflops"]
+    lines = [
+        "## Scale: model size and sequence length (random weights, real architectures)", "",
+        "Reproduce: `.venv/bin/python bench/scale_bench.py` (each row in a fresh process; `--only MODEL:METHOD:LENGTH`).", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}; fp32 matmul peak measured "
+        f"{peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. The machine was shared with other work while "
+        "measured (load average per row): speed figures are low by about the load; memory figures are not affected.", "",
+        f"Work: {STEPS} optimizer steps of {TOKENS_PER_STEP:,} tokens (batch × max_length, rows filled to max_length), "
+        "LoRA r16 on all linear layers (qlora: the same on an NF4 base), the default settings otherwise; the first step "
+        "is a warm-up. *Planned* is the memory planner's estimate of a step's peak (train/memory_plan.py) beside the "
+        "measured peak RSS; *limit %* is tokens/s × FLOPs/token against the measured matmul peak of the precision used.", "",
+        "| model | params | method | max_length | batch | tokens/s | s/step | peak RSS GB | planned GB | plan changed | "
+        "limit % | load |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | failed: "
+                         f"{row['error'].strip().splitlines()[-1][:120] if row['error'].strip() else '?'} | | | | | | |")
+            continue
+        gflops = peak["bf16" if row.get("precision") == "bf16" else "fp32"]
+        fraction = (row["tokens_per_second"] * flops_per_token(row["model"], row["method"], row["max_length"],
+                                                               row["trainable"] or 0) / 1e9 / gflops * 100
+                    if row.get("tokens_per_second") else None)
+        lines.append(
+            f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
+            f"{row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
+            f"{(row['planned_peak_mb'] or 0) / 1e3:.2f} | {json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'} | "
+            f"{fraction:.0f} | {row['load_average']} |" if fraction is not None else
+            f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | — | — | — | — | — | — | — |")
+    lines += ["", f"Measured {report['date']}."]
+    (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", help="MODEL:METHOD:MAX_LENGTH keys (default: the grid)")
+    parser.add_argument("--memory-limit", help="passed to each run (the planner fits the run to it)")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.memory_limit)
+        return
+    from bench_common import machine, matmul_peak_gflops
+
+    keys = args.only or [f"{n}:{m}:{l}" for n, m, l in GRID]
+    path = RESULTS / "scale.json"
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    rows = {f"{r['model']}:{r['method']}:{r['max_length']}": r for r in old.get("rows", [])}
+    report = {"machine": machine(), "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    for key in keys:
+        print(f"{key} ...", flush=True)
+        rows[key] = run_in_fresh_process(key, args.memory_limit)
+        print(json.dumps(rows[key])[:400], flush=True)
+        report["rows"] = sorted(rows.values(), key=lambda r: (r.get("parameters") or 0, r["method"], r["max_length"]))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        write_markdown(report)
+
+
+if __name__ == "__main__":
+    main()
