@@ -290,3 +290,31 @@ def test_storage_urls_use_psycopg_and_never_show_the_password() -> None:
     assert storage_url("postgresql://u:secret@db/optuna") == "postgresql+psycopg://u:secret@db/optuna"
     assert storage_url("sqlite:///x/study.db") == "sqlite:///x/study.db"
     assert "secret" not in shown_url("postgresql+psycopg://u:secret@db/optuna")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_another_machine_left_running_is_retried_when_its_heartbeat_stops(
+        tiny_model_dir: Path, session_dataset: Path, tmp_path: Path) -> None:
+    """Optuna's heartbeat: a RUNNING trial of another host whose heartbeat is older than the grace period
+    (3 heartbeats) is failed by the next worker, and its parameters run again."""
+    import optuna
+
+    from tuneforge.search import run_search
+    from tuneforge.search.study import open_storage
+
+    path = search_file(tmp_path, session_dataset, tiny_model_dir, {"type": "random", "num_trials": 1, "seed": 0, "pruner": "none"})
+    search_dir = tmp_path / "s"
+    run_search(path, output=search_dir, timeout=1e-9, heartbeat_seconds=1)  # the study, no trial yet
+    storage = open_storage(f"sqlite:///{search_dir / 'study.db'}", heartbeat_seconds=1)
+    study = optuna.load_study(study_name="s", storage=storage)
+    lost = study.ask()
+    lost.suggest_float("learning_rate", 1e-3, 3e-2, log=True)
+    lost.suggest_categorical("lora_r", [4, 8])
+    lost.set_user_attr("host", "a-machine-that-died")
+    lost.set_user_attr("pid", 1)
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(3.5)
+    result = run_search(path, output=search_dir, heartbeat_seconds=1)
+    assert [row["state"] for row in result.trials] == ["FAIL", "COMPLETE"]
+    assert result.trials[1]["retry_of"] == 0 and result.trials[1]["params"] == result.trials[0]["params"]

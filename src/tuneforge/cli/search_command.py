@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
+STORAGE_ENV = "TUNEFORGE_SEARCH_STORAGE"  # the study's storage URL without putting its password in the process list
 SEARCH_EXAMPLES = """\
 search file (YAML): the search, next to any finetune config fields (the same in every trial):
   search_strategy: {type: tpe, num_trials: 20}         # random | tpe | grid; also pruner, objective, direction, seed
@@ -49,6 +51,7 @@ def add_search_command(subparsers: Any) -> None:
                         "(default: runs/NAME; with --join: where the first worker put them)")
     search.add_argument("--name", default=None, help="the study's name (default: the --output folder's name)")
     search.add_argument("--storage", metavar="URL", default=None, help="Optuna RDB storage URL (default: "
+                        "$TUNEFORGE_SEARCH_STORAGE, which keeps a password off the command line, else "
                         "sqlite:///SEARCH_DIR/study.db); postgresql+psycopg://USER:PASSWORD@HOST/DB for several machines")
     search.add_argument("--num-trials", type=bounded(int, ge=1), default=None, metavar="N",
                         help="finished trials the study is to reach, over all workers (default: the file's, else 20; grid: its size)")
@@ -86,7 +89,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.submit:
         return _submit(args, overrides)
     progress = _Progress(enabled=not args.json)
-    result = run_search(args.config, output=args.output, name=args.name, storage=args.storage, join=args.join,
+    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    result = run_search(args.config, output=args.output, name=args.name, storage=storage, join=args.join,
                         num_trials=args.num_trials, timeout=args.timeout, seed=args.seed, overrides=overrides,
                         on_event=progress.on_event, keep_checkpoints=args.keep_checkpoints)
     if args.json:
@@ -97,8 +101,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    import os
-
     from tuneforge.core.errors import ConfigError
     from tuneforge.jobs import FineTuningManager
     from tuneforge.search.run import load_search
