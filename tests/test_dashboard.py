@@ -10,6 +10,8 @@ server has no worker here, so jobs stay queued; test_dashboard_e2e.py trains one
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -271,3 +273,20 @@ def test_the_job_page_draws_new_events_as_they_are_written(page, server, uploade
     assert page.evaluate("window.__not_reloaded") is True
     page.screenshot(path=str(shots / "job-live.png"), full_page=True)
     assert page.watch.errors == []
+
+
+def test_an_export_that_cannot_be_made_reports_why(server, uploaded, session_state) -> None:
+    base, _ = server
+    job = _queued_job(server, uploaded, "export")
+    cookie = {c["name"]: c["value"] for c in session_state["cookies"]}
+    header = {"X-Tuneforge-Dashboard": "1"}
+    url = f"{base}/ui/api/jobs/{job['id']}/exports"
+    assert httpx.post(url, cookies=cookie, headers=header, json={"format": "nope"}).status_code == 400
+    started = httpx.post(url, cookies=cookie, headers=header, json={"format": "merged"}).json()
+    assert started["status"] == "running" and started["format"] == "merged"
+    for _ in range(100):
+        state = httpx.get(url, cookies=cookie).json()["started"][0]
+        if state["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert state["status"] == "failed" and state["error"]  # a queued job has no trained weights to export

@@ -25,6 +25,7 @@ def install_dashboard(app: FastAPI, api_key: str, routers: list[APIRouter]) -> D
 
     auth = DashboardAuth(api_key)
     app.state.dashboard_auth = auth
+    app.state.dashboard_exports = api.ExportRuns()
     again = APIRouter(prefix="/ui/v1", include_in_schema=False)
     for router in routers:
         again.include_router(router)

@@ -202,8 +202,16 @@ class ExportStart(BaseModel):
     quantize: Optional[str] = Field(default=None, max_length=64)
 
 
-_exports: dict[str, dict[str, Any]] = {}  # "<job>/<format>" -> state of an export started here
-_exports_lock = threading.Lock()
+class ExportRuns:
+    """The exports this app started: ``"<job>/<format>"`` -> state; ``app.state.dashboard_exports`` holds one."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+
+def _export_runs(request: Request) -> ExportRuns:
+    return request.app.state.dashboard_exports
 
 
 @router.post("/jobs/{job_id}/exports")
@@ -214,18 +222,19 @@ def start_export(job_id: str, body: ExportStart, request: Request) -> dict[str, 
     job = _manager(request).get_job(job_id)
     if body.format not in EXPORTERS.names():
         raise APIError(400, f"format {body.format!r} is not one of {', '.join(EXPORTERS.names())}", param="format")
-    key = f"{job_id}/{body.format}"
-    with _exports_lock:
-        if _exports.get(key, {}).get("status") == "running":
+    key, exports = f"{job_id}/{body.format}", _export_runs(request)
+    with exports.lock:
+        if exports.runs.get(key, {}).get("status") == "running":
             raise APIError(400, f"an export of {job_id} to {body.format} is already running", param="format")
-        _exports[key] = {"job_id": job_id, "format": body.format, "quantize": body.quantize, "status": "running",
-                         "started_at": int(time.time()), "error": None, "manifest": None}
-    threading.Thread(target=_run_export, args=(key, job.run_dir, body.format, body.quantize), daemon=True,
+        exports.runs[key] = {"job_id": job_id, "format": body.format, "quantize": body.quantize, "status": "running",
+                             "started_at": int(time.time()), "error": None, "manifest": None}
+        started = dict(exports.runs[key])
+    threading.Thread(target=_run_export, args=(exports, key, job.run_dir, body.format, body.quantize), daemon=True,
                      name=f"export-{job_id}").start()
-    return _exports[key]
+    return started
 
 
-def _run_export(key: str, run_dir: Path, format: str, quantize: str | None) -> None:
+def _run_export(exports: ExportRuns, key: str, run_dir: Path, format: str, quantize: str | None) -> None:
     from tuneforge.export.api import export_model
 
     try:
@@ -237,8 +246,8 @@ def _run_export(key: str, run_dir: Path, format: str, quantize: str | None) -> N
                   "parity": report.to_dict() if hasattr(report, "to_dict") else None}
     except Exception as error:  # noqa: BLE001 - a background thread: the page must hear of any failure
         update = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    with _exports_lock:
-        _exports[key].update(update)
+    with exports.lock:
+        exports.runs[key].update(update)
 
 
 @router.get("/jobs/{job_id}/exports")
@@ -248,8 +257,9 @@ def list_exports(job_id: str, request: Request) -> dict[str, Any]:
     from tuneforge.export.api import MANIFEST
 
     job = _manager(request).get_job(job_id)
-    with _exports_lock:
-        started = [dict(e) for e in _exports.values() if e["job_id"] == job_id]
+    exports = _export_runs(request)
+    with exports.lock:
+        started = [dict(e) for e in exports.runs.values() if e["job_id"] == job_id]
     on_disk = []
     for path in sorted((job.run_dir / "export").glob(f"*/{MANIFEST}")):
         try:

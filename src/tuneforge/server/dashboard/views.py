@@ -9,6 +9,7 @@ keeps them), the timeline's words are ``report.TIMELINE``'s, an answer's correct
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -122,8 +123,6 @@ def compare_table(performances: Mapping[str, Mapping[str, float]]) -> list[dict[
 
 
 def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    import json
-
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
