@@ -168,6 +168,7 @@ BAD_SPACES = [
     ({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-5}}, {}, ["low 0.001 is above high"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"type": "grid"}, ["grid search needs a finite set"]),
     ({"output": {"type": "choice", "values": ["a", "b"]}}, {}, ["a config field that is not searched"]),
+    ({"lora_target_modules": {"type": "choice", "values": [["q_proj"], "all-linear"]}}, {}, ["each choice must be a number"]),
     ({"validation_split": {"type": "float", "low": 0.1, "high": 0.2}}, {}, ["a config field that is not searched"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"type": "bayes"}, ["not a strategy", "random, tpe, grid"]),
     ({"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}, {"objective": "speed"}, ["not an evaluation metric", "validation_loss"]),
@@ -318,3 +319,15 @@ def test_a_trial_another_machine_left_running_is_retried_when_its_heartbeat_stop
     result = run_search(path, output=search_dir, heartbeat_seconds=1)
     assert [row["state"] for row in result.trials] == ["FAIL", "COMPLETE"]
     assert result.trials[1]["retry_of"] == 0 and result.trials[1]["params"] == result.trials[0]["params"]
+
+
+def test_the_readme_search_file_is_a_valid_search(session_dataset: Path) -> None:
+    """The YAML example of README.md's "Hyperparameter search" section, as it is written there."""
+    from tuneforge.search.space import parse_search
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Hyperparameter search", 1)[1]
+    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    spec = parse_search(example, {"data": str(session_dataset)})
+    assert spec.strategy == "random" and spec.trials_wanted == 20 and spec.direction == "minimize"
+    assert spec.space["learning_rate"].log and spec.space["batch_size"].values == (8, 16, 32)

@@ -251,6 +251,10 @@ def _parse_param(name: str, entry: dict[str, Any], where: str, problems: list[st
         if not isinstance(values, list) or not values:
             problems.append(f"{where}.values: give a non-empty list of values")
             return None
+        odd = [value for value in values if value is not None and not isinstance(value, (bool, int, float, str))]
+        if odd:  # Optuna's categorical choices are plain values
+            problems.append(f"{where}.values: each choice must be a number, text, true/false or null, not {odd[0]!r}")
+            return None
         return Param(name, "choice", values=tuple(values))
     numbers: dict[str, float] = {}
     for key in ("low", "high", "step"):
