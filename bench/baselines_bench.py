@@ -7,9 +7,10 @@ Two runs, each a fresh `tuneforge` process with baselines on (the default):
 
 - ``demo``: `tuneforge demo` (the embedded SmolLM2-135M-Instruct, the bundled customer-intent task);
 - ``docstrings``: `tuneforge finetune` on the speed benchmark's data (bench/data/docstrings.jsonl,
-  free text): rows 200-455 train (256 rows), rows 64-87 test (24 rows, inside the speed benchmark's
+  free text): rows 200-391 train (192 rows), rows 64-83 test (20 rows, inside the speed benchmark's
   held-out rows 64-127), LoRA r=16, 1 epoch, batch 8, lr 2e-4 (the speed benchmark's settings, given
-  explicitly so that changed defaults do not change this run), answers up to 96 new tokens.
+  explicitly so that changed defaults do not change this run), answers up to 64 new tokens, no
+  training-time estimate (a short budget for a shared 2-core machine).
 
 While each runs, the load average is sampled every 10 s (the machine is shared); the wall time,
 the commit, the CPU and its cores go beside the figures in ``RUN_DIR/bench_meta.json``. With
@@ -34,10 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOCSTRINGS = ROOT / "bench" / "data" / "docstrings.jsonl"
-TRAIN_ROWS = range(200, 456)
-TEST_ROWS = range(64, 88)
+TRAIN_ROWS = range(200, 392)
+TEST_ROWS = range(64, 84)
 DOCSTRING_FLAGS = ["--epochs", "1", "--batch-size", "8", "--learning-rate", "2e-4", "--lora-r", "16", "--lora-alpha", "32",
-                   "--max-length", "512", "--max-new-tokens", "96", "--evaluation-strategy", "no", "--saving-strategy", "no"]
+                   "--max-length", "512", "--max-new-tokens", "64", "--evaluation-strategy", "no", "--saving-strategy", "no",
+                   "--estimate-steps", "0"]
 LABELS = {"base": "base zero-shot", "few_shot": "few-shot", "retrieval_few_shot": "retrieval few-shot", "tuned": "tuned (LoRA)"}
 SHOWN = {"accuracy": "accuracy", "f1_score": "macro F1", "exact_match": "exact match", "rouge_l": "ROUGE-L", "bleu": "BLEU"}
 
