@@ -26,7 +26,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_PYTHON = "0.3.36"
 RESULTS = ROOT / "bench" / "results"
-FORMATS = ["merged", "gguf:f16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "onnx:fp32", "onnx:int4"]
+FORMATS = ["merged", "gguf:f16", "gguf:bf16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "onnx:fp32",
+           "onnx:fp16", "onnx:int4"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def train_demo_run(directory: Path) -> Path:
@@ -54,7 +66,7 @@ def export_all(run_dir: Path, formats: list[str], out_root: Path, data: Path) ->
         manifest = result.details
         rows[spec] = {"seconds_total": round(time.perf_counter() - started, 1), "export_seconds": manifest["export_seconds"],
                       "bytes": sum(f["bytes"] for f in manifest["files"].values()), "parity": manifest["parity"],
-                      "dir": str(result.out_dir)}
+                      "dir": str(result.out_dir), "load_average": [round(x, 2) for x in os.getloadavg()]}
         print(spec, json.dumps({k: v for k, v in rows[spec].items() if k != "parity"}), flush=True)
     return rows
 
@@ -129,7 +141,9 @@ def onnx_speed(directory: Path, prompts: list[str], new_tokens: int) -> float:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["## Export: every format checked against the trained model", "",
-             f"Measured by `bench/export_bench.py` on {report['machine']} ({report['cpus']} CPUs, shared with other work) "
+             f"Measured by `bench/export_bench.py` on {report['date']} on {report['machine']} ({report['cpus']} cores, shared with "
+             f"other agents' work: load average {report['load_average']['start']} at the start, "
+             f"{report['load_average']['end']} at the end) "
              f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on the first "
              f"{report['examples']} of its test examples. Export time excludes the parity check.", "",
              "| format | size | export s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
@@ -168,6 +182,8 @@ def main() -> None:
     parser.add_argument("--add", action="store_true", help="add these formats' rows to bench/results/export.json")
     parser.add_argument("--speed", default="torch,llama.cpp,onnx", help="which generation speeds to measure")
     args = parser.parse_args()
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     run_dir = args.run or train_demo_run(args.out / "run")
     lines = (run_dir / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()[: args.examples]
     data = args.out / "parity-examples.jsonl"
@@ -196,12 +212,14 @@ def main() -> None:
         exports, speed = {**before["exports"], **exports}, {**before["speed"], **speed}
         exports = {spec: exports[spec] for spec in FORMATS + [s for s in exports if s not in FORMATS] if spec in exports}
     first = next((row for row in exports.values() if "parity" in row), None)
-    report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "exports": exports,
+    report = {"machine": cpu_model(), "cpus": os.cpu_count(), "exports": exports, "date": started_at,
+              "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
               "speed": speed, "new_tokens": args.new_tokens, "prompts": len(prompts),
               "examples": first["parity"]["examples"] if first else 0,
               "llama_build_seconds": args.llama_build_seconds}
-    if args.add and (RESULTS / "export.json").is_file() and args.llama_build_seconds is None:
-        report["llama_build_seconds"] = before.get("llama_build_seconds")
+    if args.add and (RESULTS / "export.json").is_file():
+        report["llama_build_seconds"] = args.llama_build_seconds or before.get("llama_build_seconds")
+        report["date"] = f"{before.get('date')} and {started_at}"  # rows added by a second run
     text = markdown(report)
     print(text)
     if not args.no_write:

@@ -147,6 +147,37 @@ def test_a_missing_llama_cpp_says_what_to_install(export_run, tmp_path, monkeypa
     assert not (tmp_path / "x").exists()
 
 
+def test_a_missing_onnx_extra_says_what_to_install(export_run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # as if not installed: importing it fails
+    with pytest.raises(ExportError, match=r"onnxruntime_genai is not installed .*pip install 'tuneforge\[export\]'"):
+        export_model(export_run, "onnx", out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_llama_cpp
+def test_an_unsupported_architecture_is_refused_before_anything_is_written(export_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from tuneforge.export.run import open_run
+
+    base = tmp_path / "base"
+    shutil.copytree(open_run(export_run).base_dir(), base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "architectures": ["MadeUpForCausalLM"]}))
+    run = tmp_path / "run"
+    shutil.copytree(export_run, run)
+    fields = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**fields, "model": str(base)}))
+    for format in ("gguf", "gguf-lora", "ollama"):
+        with pytest.raises(ExportError, match="does not support the architecture MadeUpForCausalLM.*merged or onnx"):
+            export_model(run, format, out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (run / "export").exists()
+
+
 def test_a_lora_gguf_of_trained_embeddings_on_a_tied_model_is_refused(tmp_path):
     from tuneforge.export.gguf import refuse_what_lora_gguf_cannot_hold
 
@@ -166,8 +197,8 @@ def test_a_lora_gguf_of_trained_embeddings_on_a_tied_model_is_refused(tmp_path):
 # ---- ONNX ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def onnx_run(train_run, tiny_model_dir, tmp_path_factory):
-    """A LoRA run on a tiny Llama with 16-wide attention heads (ONNX Runtime's CPU attention needs a multiple of 16)."""
+def onnx_base(tiny_model_dir, tmp_path_factory):
+    """A tiny Llama with 16-wide attention heads (ONNX Runtime's CPU attention needs a multiple of 16)."""
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
@@ -177,7 +208,13 @@ def onnx_run(train_run, tiny_model_dir, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("tiny-onnx") / "model"
     LlamaForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(model_dir)
-    return Path(train_run(model=str(model_dir), test_split=0.2, learning_rate=1e-2, epochs=1).run_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def onnx_run(train_run, onnx_base):
+    """A LoRA run on ``onnx_base``."""
+    return Path(train_run(model=str(onnx_base), test_split=0.2, learning_rate=1e-2, epochs=1).run_dir)
 
 
 @needs_onnx
@@ -200,3 +237,125 @@ def test_onnx_round_trip_through_onnxruntime(onnx_run, tmp_path):
 def test_an_unknown_onnx_precision_is_refused(export_run, tmp_path):
     with pytest.raises(ExportError, match="unknown ONNX precision 'int3'; choose from: fp32, int4"):
         export_model(export_run, "onnx", quantize="int3", out_dir=tmp_path / "x")
+
+
+@needs_onnx
+def test_onnx_fp16_is_refused_for_the_cpu_with_the_reason(export_run, tmp_path):
+    with pytest.raises(ExportError, match="ONNX fp16 is not exported for the CPU.*cannot decode.*choose fp32.*int4"):
+        export_model(export_run, "onnx", quantize="fp16", out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_onnx
+@pytest.mark.slow  # runs the builder (about 20 s on 2 shared cores)
+def test_onnx_fp16_cpu_refusal_is_still_true(onnx_run, tmp_path):
+    """The refusal is a measured fact: if an upgrade makes fp16 decode on the CPU, this fails and the refusal can go."""
+    import onnxruntime_genai as og
+
+    from tuneforge.export.onnx_adapters import run_builder
+    from tuneforge.export.run import open_run
+
+    run_builder(open_run(onnx_run).base_dir(), tmp_path / "fp16", "fp16", tmp_path / "cache")
+    model = og.Model(str(tmp_path / "fp16"))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=12)
+    generator = og.Generator(model, params)
+    generator.append_tokens([5, 6, 7, 8])
+    generator.generate_next_token()  # the prompt runs
+    with pytest.raises(RuntimeError, match="Shape mismatch attempting to re-use buffer"):
+        generator.generate_next_token()  # the first step with the KV cache does not
+
+
+# ---- adapters kept apart: Ollama ADAPTER, several adapters in one ONNX model ---------------------
+
+def test_the_modelfile_check_catches_a_template_or_stop_that_differs_from_the_hf_template(tiny_tokenizer, tmp_path):
+    from tuneforge.export.ollama import check_modelfile, learn_chat_format, modelfile
+
+    chat = learn_chat_format(tiny_tokenizer)
+    path = tmp_path / "Modelfile"
+    path.write_text(modelfile(chat, "base-q8_0.gguf", adapter="adapter-f16.gguf"))
+    assert check_modelfile(path, tiny_tokenizer) == []
+    path.write_text(modelfile(chat, "m.gguf").replace("<|im_start|>assistant\n", "<|im_start|>assistant"))
+    assert any(problem.startswith("template: the Modelfile renders") for problem in check_modelfile(path, tiny_tokenizer))
+    path.write_text(modelfile(chat, "m.gguf").replace('PARAMETER stop "<|im_end|>"', ""))
+    assert check_modelfile(path, tiny_tokenizer) == ["template: the Modelfile does not stop at the end-of-turn token(s) <|im_end|>"]
+    path.write_text("FROM ./m.gguf\n")
+    assert "has no TEMPLATE" in check_modelfile(path, tiny_tokenizer)[0]
+
+
+def test_lora_mode_is_refused_where_a_format_has_none(export_run, tmp_path):
+    with pytest.raises(ExportError, match="--format merged has no separate-adapter mode.*ollama or onnx"):
+        export_model(export_run, "merged", lora=True, out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_llama_cpp
+@pytest.mark.slow  # converts/builds twice (about a minute on 2 shared cores)
+def test_ollama_lora_mode_serves_the_adapter_on_the_base_gguf_with_an_adapter_line(export_run, tmp_path, capsys):
+    from tuneforge.cli.main import main
+
+    out = tmp_path / "ollama"
+    assert main(["export", str(export_run), "--format", "ollama", "--lora", "--quantize", "q8_0", "--out", str(out)]) == 0
+    assert "golden conversations exactly as the HF chat template" in capsys.readouterr().out
+    text = (out / "Modelfile").read_text()
+    assert text.startswith("FROM ./base-q8_0.gguf\nADAPTER ./adapter-f16.gguf\nTEMPLATE \"\"\"")
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["lora"] is True and {"base-q8_0.gguf", "adapter-f16.gguf", "Modelfile"} <= set(manifest["files"])
+    assert manifest["modelfile"]["problems"] == [] and manifest["modelfile"]["adapter"] == "adapter-f16.gguf"
+    assert manifest["parity"]["passed"] and manifest["parity"]["greedy_agreement"] >= 0.95
+    # the template check is part of --check-only too: a Modelfile edited to a wrong template fails it
+    (out / "Modelfile").write_text(text.replace('PARAMETER stop "<|im_end|>"\n', ""))
+    with pytest.raises(ExportError, match="does not stop at the end-of-turn token"):
+        export_model(export_run, "ollama", out_dir=out, check_only=True)
+
+
+@pytest.fixture(scope="module")
+def second_onnx_run(train_run, onnx_base):
+    """Another LoRA run on the same base (other seed, rank and learning rate): a second adapter."""
+    return Path(train_run(model=str(onnx_base), test_split=0.2, learning_rate=5e-3, epochs=1, seed=7, lora_r=4).run_dir)
+
+
+@needs_onnx
+@pytest.mark.slow  # converts/builds twice (about a minute on 2 shared cores)
+def test_several_lora_adapters_of_one_base_in_one_onnx_model(onnx_run, second_onnx_run, tmp_path):
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from tuneforge.export.onnx import OnnxModel
+
+    out = tmp_path / "onnx"
+    result = export_model(onnx_run, "onnx", lora=True, extra_adapters=[second_onnx_run], out_dir=out)
+    adapters = json.loads((out / "adapters.json").read_text())
+    assert [entry["run_dir"] for entry in adapters.values()] == [str(onnx_run.resolve()), str(second_onnx_run.resolve())]
+    ranks = [json.loads((run / "adapter" / "adapter_config.json").read_text())["r"] for run in (onnx_run, second_onnx_run)]
+    assert [entry["rank"] for entry in adapters.values()] == ranks and ranks[0] != ranks[1]  # ranks may differ
+    for name, parity in result.details["adapters"].items():  # each adapter file answers like its own run
+        assert parity["passed"] and parity["greedy_agreement"] == 1.0 and parity["max_abs_logit_diff"] < 1e-3, name
+    # one model, the adapters switched per generator by ONNX Runtime GenAI's own API; none: the base itself
+    model = og.Model(str(out))
+    loaded = og.Adapters(model)
+    for name, entry in adapters.items():
+        loaded.load(str(out / entry["file"]), name)
+    last_logits = {}
+    for name in [None, *adapters]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=16)
+        generator = og.Generator(model, params)
+        if name:
+            generator.set_active_adapter(loaded, name)
+        generator.append_tokens([5, 6, 7, 8, 9])
+        last_logits[name] = np.array(generator.get_output("logits"))[0, -1]
+    first, second = list(adapters)
+    assert not np.allclose(last_logits[first], last_logits[second]) and not np.allclose(last_logits[None], last_logits[first])
+    assert np.allclose(last_logits[first], OnnxModel(out, adapter=first).logits([5, 6, 7, 8, 9])[-1], atol=1e-4)
+    again = export_model(onnx_run, "onnx", out_dir=out, check_only=True)
+    assert set(again.details["adapters"]) == set(adapters)
+
+
+@needs_onnx
+def test_onnx_lora_mode_refuses_int4_and_adapters_of_another_base(onnx_run, export_run, tmp_path):
+    with pytest.raises(ExportError, match="--lora with --quantize int4"):
+        export_model(onnx_run, "onnx", lora=True, quantize="int4", out_dir=tmp_path / "x")
+    with pytest.raises(ExportError, match="adapters in one ONNX model must share its base"):
+        export_model(onnx_run, "onnx", extra_adapters=[export_run], out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.export import ExportCheck, ExportError, ExportResult, ParityError, get_exporter
 from tuneforge.export.run import open_run
@@ -20,14 +20,15 @@ from tuneforge.export.run import open_run
 MANIFEST = "export_manifest.json"
 
 
-def default_out_dir(run_dir: Path, format: str, quantize: str | None) -> Path:
-    """``RUN_DIR/export/<format>[-<quantization>]``."""
-    return run_dir / "export" / (f"{format}-{quantize}" if quantize else format)
+def default_out_dir(run_dir: Path, format: str, quantize: str | None, lora: bool = False) -> Path:
+    """``RUN_DIR/export/<format>[-<quantization>][-lora]``."""
+    return run_dir / "export" / ((f"{format}-{quantize}" if quantize else format) + ("-lora" if lora else ""))
 
 
 def export_model(run_dir: str | Path, format: str, out_dir: str | Path | None = None, quantize: str | None = None,
                  data: str | Path | None = None, min_agreement: float | None = None,
-                 check_only: bool = False) -> ExportResult:
+                 check_only: bool = False, lora: bool = False,
+                 extra_adapters: Sequence[str | Path] = ()) -> ExportResult:
     """Export the finished run in ``run_dir`` as ``format`` and check it against the trained model.
 
     ``quantize``: the format's quantization (``f16``, ``q8_0``, ``q4_k_m`` for GGUF; ``fp32``/``int4``
@@ -41,9 +42,15 @@ def export_model(run_dir: str | Path, format: str, out_dir: str | Path | None = 
     """
     exporter = get_exporter(format)
     run = open_run(run_dir)
+    lora = lora or bool(extra_adapters)
+    if lora and not getattr(exporter, "supports_lora", False):
+        raise ExportError(f"--format {format} has no separate-adapter mode (--lora, --add-adapter): use --format ollama "
+                          "or onnx for that, or --format gguf-lora for the adapter alone")
     quantize = exporter.resolve_quantization(quantize) if hasattr(exporter, "resolve_quantization") else quantize
-    target = Path(out_dir) if out_dir else default_out_dir(run.run_dir, format, quantize)
-    options = {"quantize": quantize, "data": data, "min_agreement": min_agreement}
+    target = Path(out_dir) if out_dir else default_out_dir(run.run_dir, format, quantize, lora)
+    options: dict[str, Any] = {"quantize": quantize, "data": data, "min_agreement": min_agreement}
+    if lora:  # only then: a plug-in exporter without the mode never sees these options
+        options.update(lora=True, extra_adapters=[open_run(path) for path in extra_adapters])
     if check_only:
         return _recheck(exporter, run, target, options)
     if hasattr(exporter, "preflight"):
@@ -57,6 +64,10 @@ def export_model(run_dir: str | Path, format: str, out_dir: str | Path | None = 
         seconds = time.perf_counter() - started
         check = exporter.check(run.run_dir, staging, **options)
         manifest = build_manifest(run, format, quantize, staging, check, seconds, result.details)
+        manifest["lora"] = lora
+        for key in ("modelfile", "adapters", "generation"):  # what a format's check adds beside the parity figures
+            if key in check.details:
+                manifest[key] = check.details[key]
         from tuneforge.core.paths import atomic_write_json, publish_directory
 
         atomic_write_json(staging / MANIFEST, manifest)
@@ -78,6 +89,9 @@ def _recheck(exporter: Any, run: Any, target: Path, options: dict[str, Any]) -> 
     manifest = read_json_object(target / MANIFEST, "export again without --check-only")
     check = exporter.check(run.run_dir, target, **options)
     manifest["parity"] = check.details.get("parity")
+    for key in ("modelfile", "adapters", "generation"):
+        if key in check.details:
+            manifest[key] = check.details[key]
     manifest["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_json(target / MANIFEST, manifest)
     result = ExportResult(out_dir=target, files=sorted(target / name for name in manifest.get("files", {})), details=manifest)

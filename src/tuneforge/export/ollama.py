@@ -167,37 +167,125 @@ def render_go_template(template: str, messages: list[dict[str, str]], system: st
     return out + unescape(tail)
 
 
+def read_modelfile(path: Path) -> dict[str, Any]:
+    """The FROM, ADAPTER, TEMPLATE, SYSTEM and stop lines of a Modelfile ``modelfile`` wrote."""
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    found = {key: re.search(rf'^{key} """(.*?)"""$', text, re.S | re.M) for key in ("TEMPLATE", "SYSTEM")}
+    line = lambda key: (re.search(rf"^{key} \./(\S+)$", text, re.M) or [None, None])[1]  # noqa: E731
+    return {"from": line("FROM"), "adapter": line("ADAPTER"), "stops": re.findall(r'^PARAMETER stop "(.*)"$', text, re.M),
+            "template": found["TEMPLATE"][1] if found["TEMPLATE"] else None,
+            "system": found["SYSTEM"][1] if found["SYSTEM"] else None}
+
+
+def check_modelfile(path: Path, tokenizer: Any) -> list[str]:
+    """What in the Modelfile at ``path`` would make Ollama answer differently from the HF chat template.
+
+    Its TEMPLATE (with its SYSTEM) must render every golden conversation exactly as ``tokenizer``'s
+    chat template does, and it must stop at every end-of-turn token. Returns the problems (empty: none).
+    """
+    from tuneforge.data.tokenize import render_chat
+    from tuneforge.model.load import end_of_turn_ids
+
+    parts = read_modelfile(path)
+    if not parts["template"]:
+        return [f"{path} has no TEMPLATE: Ollama would send bare text and the model answer gibberish"]
+    problems = []
+    for messages in GOLDEN_CONVERSATIONS:
+        expected = render_chat(tokenizer, messages, add_generation_prompt=True)
+        got = render_go_template(parts["template"], messages, parts["system"])
+        if got != expected:
+            problems.append(f"template: the Modelfile renders {messages} as {got!r}, the HF chat template as {expected!r}")
+    missing = [tokenizer.convert_ids_to_tokens(t) for t in end_of_turn_ids(tokenizer)
+               if tokenizer.convert_ids_to_tokens(t) not in parts["stops"]]
+    if missing:
+        problems.append(f"template: the Modelfile does not stop at the end-of-turn token(s) {', '.join(missing)}")
+    return problems
+
+
 class OllamaExporter(GGUFExporter):
+    """The GGUF (merged) and a Modelfile; with ``lora=True``, a base GGUF plus the LoRA GGUF (``ADAPTER``).
+
+    LoRA mode serves the adapter on an unmerged base, as ``ollama create`` does with an ``ADAPTER``
+    line: ``base-<quantization>.gguf`` (the base model, quantized like ``--format gguf``) and
+    ``adapter-f16.gguf`` (``convert_lora_to_gguf.py``). Its check runs the pair through llama.cpp.
+    """
+
     name = "ollama"
-    description = "a GGUF and a Modelfile (TEMPLATE, SYSTEM, stop tokens) for `ollama create`"
+    description = "a GGUF and a Modelfile (TEMPLATE, SYSTEM, stop tokens) for `ollama create`; --lora: base GGUF + ADAPTER"
     methods: tuple[str, ...] = ()
+    supports_lora = True
 
-    def preflight(self, run: Any, **options: Any) -> None:
-        super().preflight(run, **options)
-        from tuneforge.model.load import load_tokenizer
+    def preflight(self, run: Any, lora: bool = False, extra_adapters: Any = (), **options: Any) -> None:
+        if extra_adapters:
+            raise ExportError("an Ollama Modelfile serves one ADAPTER; drop --add-adapter (ONNX holds several: --format onnx)")
+        if lora:
+            from tuneforge.export.gguf import GGUFLoraExporter
 
-        tokenizer_dir = run.weights_dir if (run.weights_dir / "tokenizer_config.json").is_file() else run.base_dir()
-        learn_chat_format(load_tokenizer(tokenizer_dir))  # refuse an untranslatable template before converting
+            GGUFLoraExporter().preflight(run)
+        else:
+            super().preflight(run, **options)
+        learn_chat_format(run.tokenizer())  # refuse an untranslatable template before converting
 
-    def export(self, run_dir: Path, out_dir: Path, quantize: str | None = None, **options: Any) -> ExportResult:
+    def export(self, run_dir: Path, out_dir: Path, quantize: str | None = None, lora: bool = False,
+               **options: Any) -> ExportResult:
         from tuneforge.export.run import open_run
 
         run = open_run(run_dir)
-        self.preflight(run)
-        result = super().export(run_dir, out_dir, quantize=quantize, **options)
-        _, tokenizer = run.load_trained()
-        chat = learn_chat_format(tokenizer)
-        (out_dir / "Modelfile").write_text(modelfile(chat, result.details["gguf"]), encoding="utf-8")
+        self.preflight(run, lora=lora)
+        if lora:
+            result = self._export_lora(run, out_dir, self.resolve_quantization(quantize))
+        else:
+            result = super().export(run_dir, out_dir, quantize=quantize, **options)
+        chat = learn_chat_format(run.tokenizer())
+        text = modelfile(chat, result.details["gguf"], adapter=result.details.get("adapter"))
+        (out_dir / "Modelfile").write_text(text, encoding="utf-8")
         result.files.append(out_dir / "Modelfile")
         result.details.update(template=chat.go_template(), system=chat.default_system, stops=chat.stops)
         return result
 
+    def _export_lora(self, run: Any, out_dir: Path, quantization: str) -> ExportResult:
+        import tempfile
+
+        from tuneforge.export import llama_cpp as tools
+        from tuneforge.export.gguf import gguf_name
+
+        base = out_dir / gguf_name("base", quantization)
+        if quantization in tools.FLOAT_TYPES:
+            details = tools.convert_model(run.base_dir(), base, quantization)
+        else:
+            with tempfile.TemporaryDirectory(prefix="tuneforge-gguf-", dir=out_dir.parent) as scratch:
+                floats = Path(scratch) / "base-f32.gguf"
+                details = tools.convert_model(run.base_dir(), floats, "f32")
+                tools.quantize(floats, base, quantization)
+        adapter = out_dir / gguf_name("adapter", "f16")
+        tools.convert_lora(run.weights_dir, run.base_dir(), adapter, "f16")
+        details.update(gguf=base.name, adapter=adapter.name, base_model=run.base_model, llama_cpp_python=tools.LLAMA_CPP_PYTHON)
+        return ExportResult(out_dir=out_dir, files=[base, adapter], details=details)
+
     def check(self, run_dir: Path, out_dir: Path, **options: Any) -> ExportCheck:
-        check = super().check(run_dir, out_dir, **options)
-        find_gguf(out_dir, "model")
-        if not (out_dir / "Modelfile").is_file():
+        from tuneforge.export import llama_cpp as tools
+        from tuneforge.export.parity import check_against_run
+        from tuneforge.export.run import open_run
+
+        modelfile_path = out_dir / "Modelfile"
+        if not modelfile_path.is_file():
+            return ExportCheck(passed=False, problems=[f"{modelfile_path} is missing; export again without --check-only"])
+        parts = read_modelfile(modelfile_path)
+        if not parts["from"] or not (out_dir / parts["from"]).is_file():
+            return ExportCheck(passed=False, problems=[f"the Modelfile's FROM ./{parts['from']} is not in {out_dir}"])
+        adapter = out_dir / parts["adapter"] if parts["adapter"] else None
+        check = check_against_run(run_dir, lambda trained, tokenizer: tools.GGUFModel(out_dir / parts["from"], lora_path=adapter),
+                                  **options)
+        problems = check_modelfile(modelfile_path, open_run(run_dir).tokenizer())
+        check.details["modelfile"] = {"golden_conversations": len(GOLDEN_CONVERSATIONS), "problems": problems,
+                                      "from": parts["from"], "adapter": parts["adapter"], "stops": parts["stops"]}
+        if problems:
             check.passed = False
-            check.problems.append(f"{out_dir / 'Modelfile'} is missing")
+            check.problems += problems
+            if check.details.get("parity"):
+                check.details["parity"]["likely_cause"] = "template: " + problems[0]
         return check
 
 

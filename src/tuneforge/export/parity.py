@@ -96,7 +96,10 @@ def reference_model(model: Any) -> ExportedModel:
 
 
 def greedy_answer(model: ExportedModel, prompt_ids: Sequence[int], stop_ids: Sequence[int], max_new_tokens: int) -> list[int]:
-    """Greedy continuation of ``prompt_ids`` (full re-evaluation per token: slow but identical for every backend)."""
+    """Greedy continuation of ``prompt_ids``: by the export's own generation loop when it has one (``greedy``:
+    ONNX Runtime GenAI's, with its KV cache), else by full re-evaluation per token (slow, same for every backend)."""
+    if hasattr(model, "greedy"):
+        return list(model.greedy(prompt_ids, stop_ids, max_new_tokens))
     ids, answer = list(prompt_ids), []
     for _ in range(max_new_tokens):
         token = int(np.argmax(model.logits(ids)[-1]))

@@ -30,6 +30,12 @@ class FinishedRun:
 
         return Path(resolve_model(self.base_model))
 
+    def tokenizer(self) -> Any:
+        """The run's tokenizer (saved beside the weights, else the base model's), without loading the model."""
+        from tuneforge.model.load import load_tokenizer
+
+        return load_tokenizer(self.weights_dir if (self.weights_dir / "tokenizer_config.json").is_file() else self.base_dir())
+
     def load_trained(self) -> tuple[Any, Any]:
         """(trained model in fp32 on the CPU, eval mode; its tokenizer), as ``tuneforge chat`` loads it."""
         from tuneforge.runs import load_trained
