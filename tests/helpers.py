@@ -80,6 +80,8 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # Settings that keep a run on the tiny model to a few seconds.
-# test_estimate.py covers the estimate, test_baselines.py the prompting baselines and the forgetting check
+# test_estimate.py covers the estimate, test_baselines.py the prompting baselines and the forgetting check,
+# test_auto.py the values chosen from the data: here early stopping is off (its quarter-epoch evaluations would
+# slow every run) and warmup is the old 10 % of the steps, so these runs train as they did before auto.
 FAST = dict(epochs=3, batch_size=4, max_new_tokens=8, max_length=128, estimate_steps=0, baselines=False,
-            forgetting_check=False)
+            forgetting_check=False, early_stopping=False, warmup_steps=None)

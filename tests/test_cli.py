@@ -340,11 +340,15 @@ def test_bad_flag_values_are_usage_errors_naming_the_flag(capsys, argv, flag):
 
 def test_numeric_flags_use_the_configs_limits():
     from tuneforge.cli.flags import config_value
-    from tuneforge.config import FineTuningConfig
+    from tuneforge.config import make_config
 
     batch_size = config_value("batch_size")
     assert batch_size("4096") == 4096
-    low = next(m.ge for m in FineTuningConfig.model_fields["max_length"].metadata if hasattr(m, "ge"))
+    low = 16  # FineTuningConfig: max_length is Annotated[int, Field(ge=16, ...)] | "auto"
+    with pytest.raises(Exception, match="greater than or equal to 16"):
+        make_config({"max_length": low - 1})
+    with pytest.raises(Exception):
+        config_value("max_length")("auto")  # outside a run (eval, validate) a number is needed
     assert config_value("max_length")(str(low)) == low
     with pytest.raises(Exception, match="greater than or equal to"):
         config_value("max_length")(str(low - 1))

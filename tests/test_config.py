@@ -14,7 +14,8 @@ from tuneforge.core.errors import ConfigError
 def test_defaults_are_valid():
     config = make_config({})
     assert config.method == "lora"
-    assert config.epochs > 0 and config.batch_size >= 1
+    assert config.epochs == "auto" and config.batch_size == "auto"  # chosen from the data by the run (train/auto.py)
+    assert config.concrete().epochs > 0 and config.concrete().batch_size >= 1  # outside a run: the old fixed values
     assert config.evaluation_strategy in ("steps", "epoch", "no")
     assert config.validation_split + config.test_split < 0.9
     assert config.resolved_learning_rate == DEFAULT_LEARNING_RATE["lora"]
@@ -143,10 +144,10 @@ def test_to_yaml_round_trip(tmp_path: Path):
 
 
 def test_to_yaml_keeps_an_unset_learning_rate_unset(tmp_path: Path):
-    # Unset stays null, so re-running config.yaml with another method picks that method's default.
+    # Unset stays auto, so re-running config.yaml with another method picks that method's default.
     path = tmp_path / "config.yaml"
     path.write_text(make_config({"method": "full"}).to_yaml())
-    assert yaml.safe_load(path.read_text())["learning_rate"] is None
+    assert yaml.safe_load(path.read_text())["learning_rate"] == "auto"
     assert load_config(path).resolved_learning_rate == DEFAULT_LEARNING_RATE["full"]
     assert load_config(path, {"method": "lora"}).resolved_learning_rate == DEFAULT_LEARNING_RATE["lora"]
 

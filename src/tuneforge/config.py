@@ -6,12 +6,13 @@ time with its field name. ``load_config`` reads YAML and applies overrides (CLI 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.registries import METHODS, METRICS, OBJECTIVES, SINKS
@@ -35,6 +36,16 @@ ISSUE_ACTIONS = ("warn", "stop", "rollback", "ignore")
 # A non-finite loss or gradient stops the run; everything else is reported and training goes on.
 # Overfitting also stops when early stopping is on (unless on_issue says otherwise).
 DEFAULT_ISSUE_ACTIONS: dict[str, str] = {kind: "warn" for kind in ISSUE_KINDS} | {"nan_loss": "stop", "nan_gradient": "stop"}
+
+# ``auto``: the value is chosen from the data before training (train/auto.py, README "Defaults chosen from the
+# data"), recorded in ``resolved`` with its reason. Where nothing chose one (a config used outside a run: a test
+# calling ``fit``, ``validate --estimate-time``), ``concrete()`` falls back to the fixed defaults tuneforge had
+# before ``auto``.
+AUTO = "auto"
+Auto = Literal["auto"]
+AUTO_FALLBACKS: dict[str, Any] = {"epochs": 3.0, "batch_size": 8, "learning_rate": None, "max_length": 512,
+                                  "warmup_steps": None, "lora_r": 16, "early_stopping": False}
+AUTO_FIELDS = tuple(AUTO_FALLBACKS)
 
 
 
@@ -126,6 +137,15 @@ def template_problem(template: str) -> str | None:
     return None
 
 
+class ResolvedValue(BaseModel):
+    """A value chosen for a field left ``auto`` (train/auto.py), and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any
+    reason: str = ""
+
+
 class FineTuningConfig(BaseModel):
     """Everything that decides what a run does. Unknown fields are rejected, not ignored."""
 
@@ -141,7 +161,9 @@ class FineTuningConfig(BaseModel):
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="share of rows held out for the final test")
     train_on_prompt: bool = Field(False, description="also compute the loss on prompt tokens")
     skip_invalid: bool = Field(False, description="drop rows the data doctor finds errors in (and say which) instead of refusing to train")
-    max_length: int = Field(512, ge=16, le=131072, description="tokens per example; longer ones are truncated")
+    max_length: Annotated[int, Field(ge=16, le=131072)] | Auto = Field(AUTO, description="tokens per example; longer ones are truncated; "
+                                   "auto: the longest example (rounded up, never above the model's context), unless a few "
+                                   "extreme outliers would set it")
 
     # What to train
     model: str = Field(DEFAULT_MODEL, description="embedded name, HF model dir, .gguf file or cached hub id")
@@ -151,7 +173,8 @@ class FineTuningConfig(BaseModel):
                         "its own options (the fields below marked with its name)")
     # Per-method options: each method's spec lists the fields it reads (TrainingMethod.options);
     # an option of another method set to a non-default value is refused (_check_method_options).
-    lora_r: int = Field(16, ge=1, le=1024, description="lora, qlora, dora, loha, lokr: adapter rank")
+    lora_r: Annotated[int, Field(ge=1, le=1024)] | Auto = Field(AUTO, description="lora, qlora, dora, loha, lokr: adapter rank; auto: 16, "
+                               "32 from 20,000 training examples, 64 from 200,000")
     lora_alpha: float = Field(32.0, gt=0, description="lora, qlora, dora, loha, lokr: scaling; updates are scaled by alpha/r")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora, qlora, dora: dropout on the adapter input")
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
@@ -184,10 +207,13 @@ class FineTuningConfig(BaseModel):
     trust_remote_code: bool = False
 
     # How to train
-    epochs: float = Field(3.0, gt=0, le=1000)
-    batch_size: int = Field(8, ge=1, le=4096)
+    epochs: Annotated[float, Field(gt=0, le=1000)] | Auto = Field(AUTO, description="passes over the training data; auto: from the "
+                                 "dataset size (about 400 examples seen, 1 to 3 epochs; at most 50,000 examples)")
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | Auto = Field(AUTO, description="examples per optimizer step; auto: about 1,024 "
+                                   "tokens per step, 4 to 64 examples, smaller when that would leave under 32 steps")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
-    learning_rate: float | None = Field(None, gt=0, le=1.0, description="peak learning rate; unset: the method's own")
+    learning_rate: Annotated[float, Field(gt=0, le=1.0)] | Auto | None = Field(AUTO, description="peak learning rate; null: the method's "
+                                               "own; auto: the method's own, lower for models above 500M parameters")
     objective: str = Field("sft", description="the training loss: sft (cross-entropy on the answers); dpo or orpo on "
                            "preference pairs (rows with chosen and rejected answers); or your own loss as "
                            "module:attribute (the protocol: docs/SEAMS.md, example: examples/focal_loss.py)")
@@ -196,7 +222,8 @@ class FineTuningConfig(BaseModel):
     orpo_alpha: float = Field(0.1, gt=0, le=100, description="orpo: weight λ of the odds-ratio term beside the "
                               "chosen answers' cross-entropy")
     lr_scheduler: Scheduler = "cosine"
-    warmup_steps: int | None = Field(None, ge=0, description="default: 10% of the optimizer steps")
+    warmup_steps: Annotated[int, Field(ge=0)] | Auto | None = Field(AUTO, description="null: 10% of the optimizer steps; auto: 5% for "
+                                            "methods that keep the base frozen, 10% for full fine-tuning")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = Field(42, ge=0)
@@ -234,8 +261,10 @@ class FineTuningConfig(BaseModel):
     final_weights: FinalWeights = Field(
         "best", description="which weights become adapter/ (or model/): the best evaluation by best_metric, or the last step's"
     )
-    early_stopping: bool = Field(
-        False, description="stop when best_metric has not improved by early_stopping_min_delta for early_stopping_patience evaluations"
+    early_stopping: bool | Auto = Field(
+        AUTO, description="stop when best_metric has not improved by early_stopping_min_delta for early_stopping_patience "
+        "evaluations; auto: on when there is a validation split (then, unless set, evaluations every quarter epoch, "
+        "patience 2, min delta 0.01), off without one"
     )
     early_stopping_patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="smallest change of best_metric that counts as an improvement")
@@ -281,6 +310,12 @@ class FineTuningConfig(BaseModel):
                                                 "examples most like each test input")
     max_new_tokens: int = Field(64, ge=1, le=4096)
     cost_per_hour: float = Field(0.0, ge=0.0, description="price of this machine per hour, for the cost figure")
+
+    # What auto chose (written by the run, read back by resume): field -> {value, reason}
+    resolved: dict[str, ResolvedValue] = Field(
+        default_factory=dict, description="the values the run chose for the fields left auto (and the evaluation "
+        "cadence early stopping needs), each with its reason; written to config.yaml by the run so that resume trains "
+        "with the same values; not meant to be set by hand")
 
     # Where
     output: str | None = Field(None, description="run directory; default runs/<name>")
@@ -379,7 +414,7 @@ class FineTuningConfig(BaseModel):
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
         problems: list[str] = self._method_option_problems() + self._objective_option_problems()
-        if self.early_stopping and self.evaluation_strategy == "no":
+        if self.early_stopping is True and self.evaluation_strategy == "no":
             problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
         if self.validation_split + self.test_split >= 0.9:
             problems.append("validation_split + test_split must leave at least 10% of the rows for training")
@@ -390,6 +425,26 @@ class FineTuningConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @field_validator("resolved")
+    @classmethod
+    def _check_resolved(cls, value: dict[str, ResolvedValue]) -> dict[str, ResolvedValue]:
+        problems = []
+        for name, item in value.items():
+            field = cls.model_fields.get(name)
+            if field is None or name == "resolved":
+                problems.append(f"{name!r} is not a config field")
+                continue
+            try:
+                annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+                TypeAdapter(annotation).validate_python(item.value)
+            except ValidationError as error:
+                problems.append(f"{name}: {error.errors()[0]['msg']} (got {item.value!r})")
+            if item.value == AUTO:
+                problems.append(f"{name}: a resolved value cannot be 'auto'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     def _method_option_problems(self) -> list[str]:
         """Options of another method given a non-default value, and packing the method cannot take."""
@@ -437,28 +492,51 @@ class FineTuningConfig(BaseModel):
     def issue_actions(self) -> dict[str, str]:
         """The action for every issue kind: the defaults, overfitting stopping under early stopping, then ``on_issue``."""
         actions = dict(DEFAULT_ISSUE_ACTIONS)
-        if self.early_stopping:
+        if self.concrete().early_stopping is True:
             actions["overfitting"] = "stop"
         return actions | self.on_issue
 
     @property
     def resolved_learning_rate(self) -> float:
         """The learning rate in use: the user's, else the method's default."""
-        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
+        rate = self.concrete().learning_rate
+        return rate if isinstance(rate, float) else DEFAULT_LEARNING_RATE[self.method]
+
+    def auto_fields(self) -> list[str]:
+        """The fields left ``auto`` that nothing has resolved yet (what the run still has to choose)."""
+        return [name for name in AUTO_FIELDS if getattr(self, name) == AUTO and name not in self.resolved]
+
+    def concrete(self) -> FineTuningConfig:
+        """This config with no ``auto`` left: ``resolved`` values where the run chose them, else ``AUTO_FALLBACKS``.
+
+        What training, evaluation and estimates read; ``config.yaml`` keeps the ``auto`` form (``to_yaml``).
+        Not validated again: the resolved values were checked when they were chosen.
+        """
+        update = {name: AUTO_FALLBACKS[name] for name in AUTO_FIELDS if getattr(self, name) == AUTO}
+        update.update({name: item.value for name, item in self.resolved.items()})
+        return self.model_copy(update=update) if update else self
 
     def to_yaml(self) -> str:
         """The config as YAML that ``load_config`` reads back to an equal config.
 
-        An unset ``learning_rate`` stays unset (null), so re-running with another ``method`` picks
-        that method's default; the rate actually used is in ``results.json`` (``train.learning_rate``).
+        A field left ``auto`` stays ``auto`` (so re-running with another ``method`` picks that method's
+        default), beside the value a run chose for it in ``resolved``; the rate actually used is also in
+        ``results.json`` (``train.learning_rate``, ``hyperparameters``).
         """
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+_UNION_BRANCH = re.compile(r"^(constrained-)?(int|float|bool|str|none)$|^literal\[")
+
+
 def _problems_of(error: ValidationError) -> list[str]:
     problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "config"
+    items = error.errors()
+    for item in items:
+        loc = [str(part) for part in item["loc"]]
+        if loc and loc[-1] == "literal['auto']" and len(items) > 1:
+            continue  # a number-or-auto field: the number's problem is the one to show
+        field = ".".join(part for part in loc if not _UNION_BRANCH.match(part)) or "config"
         if item["type"] == "extra_forbidden":
             problems.append(f"{field}: unknown field; `tuneforge finetune --help` lists the valid ones")
             continue

@@ -51,7 +51,6 @@ from tuneforge.train.loop import TrainOutcome, fit
 from tuneforge.train.memory_plan import check_memory_before_loading, fit_memory
 from tuneforge.train.monitor import MonitorSettings
 from tuneforge.train.signals import GracefulStop
-from tuneforge.train.objectives import encode_for_objective
 
 EventCallback = Callable[[dict[str, Any]], None]
 logger = logging.getLogger(__name__)
@@ -86,6 +85,7 @@ class TrainingResult:
     error_analysis: dict[str, Any] | None = None  # the tuned model's mistakes, fixed and broken: evaluate/error_analysis.py
     result_checks: list[dict[str, Any]] = field(default_factory=list)  # problems with the tuned answers: train/result_checks.py
     lineage: dict[str, Any] | None = None  # the run it continues (--init-from): lineage.Parent.lineage()
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> value, reason, auto: train/auto.py
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +93,7 @@ class TrainingResult:
             "base": self.base.performance if self.base else None,
             "tuned": self.tuned.performance if self.tuned else None,
             "train": self.train,
+            "hyperparameters": self.hyperparameters,
             "issues": self.issues,
             "task": (self.tuned or self.base).task if (self.tuned or self.base) else None,
             "data": self.data,
@@ -122,6 +123,7 @@ class EncodedInputs:
     train_set: EncodedDataset
     validation_set: EncodedDataset
     labels: list[str] | None  # the label set when the answers are class labels
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # the hyper-parameters and why (train/auto.py)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -225,7 +227,7 @@ class FineTuningPipeline:
             self._prior_issues = [e for e in self._prior_events if e.get("type") == "issue.detected"]
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+            atomic_write_text(run_dir / "config.yaml", self.config.to_yaml())  # auto fields beside their resolved values
         if not has_snapshot(run_dir / RUN_DATA):  # an older run gets its snapshot at its first resume
             originals = {name: getattr(config, name) for name in ("data", "validation_data", "test_data")}
             write_snapshot(data, run_dir / RUN_DATA, originals)
@@ -323,11 +325,15 @@ class FineTuningPipeline:
 
     def _encode(self, data: TrainingData, model_dir: Path) -> EncodedInputs:
         """Tokenize the train and validation sets; refuse data with nothing left to learn from."""
-        config = self.config
-        tokenizer = load_tokenizer(model_dir, config.trust_remote_code)
-        # A pairwise objective (dpo, orpo) trains on chosen/rejected pairs; the others on sequences.
-        train_set = encode_for_objective(tokenizer, data.examples, config)
-        validation_set = encode_for_objective(tokenizer, data.validation, config)
+        from tuneforge.train.auto import encode_and_choose
+
+        tokenizer = load_tokenizer(model_dir, self.config.trust_remote_code)
+        labels = label_space(data)
+        # Fields left auto are chosen from the encoded data (train/auto.py); self.config keeps them auto, with
+        # the chosen values in config.resolved, and the stages read config.concrete().
+        chosen = encode_and_choose(self.config, tokenizer, data, model_dir, get_method(self.config.method), labels)
+        self.config = chosen.config
+        config, train_set, validation_set = self.config.concrete(), chosen.train_set, chosen.validation_set
         if not train_set.items:
             raise DatasetError(
                 f"no training example has a token left to learn from at max_length={config.max_length}; "
@@ -336,7 +342,7 @@ class FineTuningPipeline:
         if config.early_stopping and not validation_set.items:
             raise ConfigError(["early_stopping: there are no validation examples to stop on; "
                                "give --validation-data or a --validation-split above 0"])
-        return EncodedInputs(model_dir, tokenizer, train_set, validation_set, label_space(data))
+        return EncodedInputs(model_dir, tokenizer, train_set, validation_set, labels, chosen.summary)
 
     def _estimate(self, model: Any, inputs: EncodedInputs, notify: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
         """Time a few real steps first (the model is left unchanged) and announce the run's expected time and cost.
@@ -345,7 +351,7 @@ class FineTuningPipeline:
         """
         from tuneforge.train.estimate import estimate_training
 
-        config = self.config
+        config = self.config.concrete()
         if config.resume or not config.estimate_steps or distributed.current_world().active:
             return None  # (with several processes one process's timing of the whole step would mislead)
         estimate = estimate_training(model, inputs.train_set, inputs.validation_set, config,
@@ -373,6 +379,8 @@ class FineTuningPipeline:
             raise ConfigError([f"resume: {run_dir} is not a tuneforge run directory (no config.yaml); "
                                "start a new run without --resume"])
         saved = with_absolute_paths(load_config(run_dir / "config.yaml"))
+        if saved.resolved and not self.config.resolved:  # train with the values the first attempt chose
+            self.config = self.config.model_copy(update={"resolved": saved.resolved})
         changed = [f"{name}: the run has {getattr(saved, name)!r}, this config {getattr(self.config, name)!r}"
                    for name in type(self.config).model_fields
                    if name not in RESUME_MAY_CHANGE and getattr(saved, name) != getattr(self.config, name)]
@@ -396,9 +404,14 @@ class FineTuningPipeline:
                     result: TrainingResult, stop: GracefulStop) -> None:
         import torch
 
-        config = self.config
+        config = self.config.concrete()  # no auto left: the values train/auto.py chose (or the config's own)
         notify = self._notifier(events, result)
         device = pick_device()
+        result.hyperparameters = inputs.choices
+        if inputs.choices:
+            from tuneforge.train.auto import describe_summary
+
+            notify("hyperparameters.chosen", hyperparameters=inputs.choices, message=describe_summary(inputs.choices))
         tokenizer, train_set, validation_set, model_dir = inputs.tokenizer, inputs.train_set, inputs.validation_set, inputs.model_dir
         notify("data.prepared", **inputs.summary, max_length=config.max_length,
                truncated_sources=(train_set.truncated_examples + validation_set.truncated_examples)[:20])
@@ -551,7 +564,8 @@ class FineTuningPipeline:
     def _general_perplexity(self, model: Any, tokenizer: Any) -> float:
         from tuneforge.evaluate.forgetting import general_perplexity
 
-        return general_perplexity(model, tokenizer, self.config.max_length, self.config.batch_size)
+        config = self.config.concrete()
+        return general_perplexity(model, tokenizer, config.max_length, config.batch_size)
 
     def _judge(self, model_dir: Path, result: TrainingResult, notify: Callable[..., dict[str, Any]]) -> None:
         """LLM-as-judge scores (evaluate/judge.py) of the base and tuned answers, added to their performance."""

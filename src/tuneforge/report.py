@@ -231,6 +231,23 @@ def _examples_table(rows: Sequence[dict[str, Any]]) -> str:
     return "".join(out) + "</table>"
 
 
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _hyperparameters_section(results: dict[str, Any]) -> str:
+    """The values training used: chosen from the data (auto, with the reason) or given (train/auto.py)."""
+    chosen = results.get("hyperparameters")
+    if not chosen:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(_plain(item.get('value')))}</td>"
+                   f"<td>{'auto' if item.get('auto') else 'given'}</td>"
+                   f"<td>{html.escape(str(item.get('reason', ''))) if item.get('auto') else ''}</td></tr>"
+                   for name, item in chosen.items())
+    return ("<h2>Hyperparameters</h2><table><tr><th>field</th><th>value</th><th></th><th>why</th></tr>"
+            f"{rows}</table>")
+
+
 def _forgetting_section(results: dict[str, Any]) -> str:
     found = results.get("forgetting")
     if not found:
@@ -400,6 +417,7 @@ def _page(run_dir: Path, events: list[dict[str, Any]], results: dict[str, Any], 
 <div class="cards">{card_html}</div>
 {_lineage_section(results)}
 {_cross_validation_section(results) or '<h2>Base vs tuned on the held-out test split</h2>' + _comparison_table(results)}
+{_hyperparameters_section(results)}
 {_baselines_section(results)}
 {_forgetting_section(results)}
 {_error_analysis_section(results)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from functools import lru_cache
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Union, get_args
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -20,10 +20,13 @@ FORMAT_HELP = "row format (default: auto-detected from the columns)"
 
 def config_value(name: str) -> Callable[[str], Any]:
     """An argparse ``type=`` that parses a flag's text as ``FineTuningConfig.<name>`` (its type and limits)."""
-    from tuneforge.config import FineTuningConfig
+    from tuneforge.config import Auto, FineTuningConfig
 
     field = FineTuningConfig.model_fields[name]
-    return _checker(Annotated[(field.annotation, *field.metadata)], name)
+    # A field that defaults to auto (chosen from a run's data) takes a plain number in the commands outside a run.
+    kinds = tuple(arg for arg in get_args(field.annotation) if arg != Auto) if get_args(field.annotation) else ()
+    annotation = (Union[kinds] if len(kinds) > 1 else kinds[0]) if kinds and Auto in get_args(field.annotation) else field.annotation
+    return _checker(Annotated[(annotation, *field.metadata)] if field.metadata else annotation, name)
 
 
 def bounded(kind: type, **limits: Any) -> Callable[[str], Any]:

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, get_args, get_origin
+from typing import Annotated, Any, Callable, get_args, get_origin
 
 EXAMPLES = """\
 examples:
@@ -67,7 +67,7 @@ def _quiet_libraries() -> None:
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ``FineTuningConfig`` field, named in kebab case, documented from the schema."""
-    from tuneforge.config import DEFAULT_LEARNING_RATE, FineTuningConfig, method_option_owners
+    from tuneforge.config import AUTO_FIELDS, DEFAULT_LEARNING_RATE, FineTuningConfig, method_option_owners
     from tuneforge.core.registries import METHODS, OBJECTIVES, SINKS
 
     # Fields whose values are registry names (or module:attribute plug-ins): their help lists the names.
@@ -93,6 +93,9 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         annotation = field.annotation
         choices = _literal_choices(annotation)
+        takes_auto = name in AUTO_FIELDS  # a number (or flag) that defaults to auto: chosen from the data
+        if takes_auto:
+            choices = []
         default = field.default if field.default_factory is None else field.default_factory()
         if name == "learning_rate":
             default = ", ".join(f"{rate} ({method})" for method, rate in DEFAULT_LEARNING_RATE.items())
@@ -103,13 +106,19 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
             registered = REGISTRY_FIELDS[name].names()
             text = (text + "; " if text else "") + "registered: " + (", ".join(registered) or "none")
         text = (f"{text} (default: {default})" if text else f"default: {default}").replace("%", "%%")
-        if annotation is bool:
+        if annotation is bool or (takes_auto and bool in _plain_types(annotation)):
             groups[section].add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif _is_list(annotation):
             groups[section].add_argument(flag, dest=name, default=None, metavar="A,B", help=text + " (comma-separated)")
         else:
             metavar = "NAME" if name in REGISTRY_FIELDS else _metavar(name, annotation, choices)
+            metavar += "|auto" if takes_auto else ""
             groups[section].add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
+
+
+def _plain_types(annotation: Any) -> set[Any]:
+    """The types in ``annotation`` with ``Annotated`` limits taken off: ``Annotated[int, ...] | Literal['auto']`` -> {int, Literal}."""
+    return {get_args(arg)[0] if get_origin(arg) is Annotated else arg for arg in (get_args(annotation) or (annotation,))}
 
 
 def _metavar(name: str, annotation: Any, choices: list[str]) -> str:
@@ -119,7 +128,7 @@ def _metavar(name: str, annotation: Any, choices: list[str]) -> str:
         return "{" + ",".join(choices) + "}"
     if name in ("data", "validation_data", "test_data", "output"):
         return "PATH"
-    kinds = {int, float} & ({annotation} | set(get_args(annotation)))
+    kinds = {int, float} & ({annotation} | _plain_types(annotation))
     return "N" if kinds == {int} else "X" if kinds else "TEXT"
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -114,6 +115,8 @@ class TrainingProgress:
             self._say(issue_line(event))
         elif kind == "results.checked":
             self._say(f"[yellow]tuned answers, {event['kind']}: {event['message']} {event.get('suggestion', '')}[/yellow]")
+        elif kind == "hyperparameters.chosen":
+            self._say(f"[cyan]{escape(event['message'])}[/cyan]")
         elif kind == "train.estimate":
             self._say(f"[cyan]{event['message']}[/cyan]")
         elif kind == "memory.planned" and event.get("changed"):

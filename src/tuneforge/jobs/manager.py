@@ -651,7 +651,10 @@ def _check_seed(seed: int | None) -> int:
     return seed
 
 
-def _number(value: float) -> int | float:
+def _number(value: float | str) -> int | float | str:
+    """A whole number of epochs as an int (OpenAI's form); ``auto`` (chosen from the data by the run) as it is."""
+    if isinstance(value, str):
+        return value
     return int(value) if float(value).is_integer() else value
 
 
