@@ -7,7 +7,7 @@ seed, so two runs of the benchmark train on the very same rows. The shapes:
 - short_text: a date in ISO form written in words, "2021-03-04" -> "4 March 2021" (200 / 60);
 - long_text: a three-sentence product description from its attributes, about 45 tokens (160 / 40);
 - chat: a multi-turn pizza order (system, user, assistant, user, assistant); the last turn is scored (160 / 40);
-- tiny: which continent a country is in, 50 training rows, 5 labels (50 / 24);
+- tiny: which continent a country is in, 50 training rows, 5 labels (50 / 19);
 - demo: the bundled customer-intent task (``tuneforge demo``'s data; 360 rows, split by the run as finetune does).
 """
 

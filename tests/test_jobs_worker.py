@@ -16,7 +16,9 @@ import pytest
 
 from helpers import make_rows
 
-QUICK = {"max_length": 64, "estimate_steps": 0, "evaluate_base": False, "max_new_tokens": 4, "lora_r": 4}
+# early stopping off: these tests follow every planned step (auto turns it on with a validation split)
+QUICK = {"max_length": 64, "estimate_steps": 0, "evaluate_base": False, "max_new_tokens": 4, "lora_r": 4,
+         "early_stopping": False}
 
 
 def _jsonl(rows) -> bytes:

@@ -16,7 +16,8 @@ from tuneforge.model.resolve import resolve_model
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved config a run was started with (``config.yaml``); {} when the run has none.
+    """The resolved config a run was started with (``config.yaml``, the values chosen for ``auto`` fields
+    applied); {} when the run has none.
 
     Raises ``CheckpointError`` naming the file when it is damaged (not YAML, not a mapping).
     """
@@ -34,7 +35,11 @@ def run_config(run_dir: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path} is damaged (it holds a {type(loaded).__name__}, not field: value pairs); {fix}")
-    return loaded
+    # Fields left auto hold the value the run chose in ``resolved`` (train/auto.py): give the value trained with.
+    resolved = loaded.get("resolved")
+    chosen = {name: item["value"] for name, item in resolved.items()
+              if isinstance(item, dict) and "value" in item} if isinstance(resolved, dict) else {}
+    return {**loaded, **chosen}
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

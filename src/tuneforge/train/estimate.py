@@ -163,6 +163,7 @@ def estimate_training(model: Any, train_set: EncodedDataset, validation_set: Enc
                       config: FineTuningConfig, pad_token_id: int, steps: int = 2,
                       measure: Callable[..., SpeedSample] = measure_training_speed) -> TrainingEstimate:
     """The run's expected time, tokens and cost, measured on ``model`` (left unchanged) before ``fit``."""
+    config = config.concrete()
     items = train_set.items
     n_batches = math.ceil(len(items) / config.batch_size)
     steps_per_epoch, total_steps = plan_steps(n_batches, config.gradient_accumulation_steps, config.epochs, config.max_steps)

@@ -171,6 +171,7 @@ def fit(
         TrainingError: the loss or gradients became non-finite under the ``stop`` policy.
         CheckpointError: a checkpoint could not be written or does not belong to this run.
     """
+    config = config.concrete()  # no auto left (the pipeline resolves them; a direct caller gets the fixed fallbacks)
     run = _Run(model, train_set, validation_set, config, run_dir, events, pad_token_id, save_weights,
                on_event or (lambda event: None), monitor_settings)
     rng = run.start()

@@ -37,6 +37,7 @@ def make_trainable(method: TrainingMethod, model: Any, config: FineTuningConfig)
     Seed torch first (``config.seed``) for reproducible fresh weights: the caller does, so that
     the base evaluation before it draws nothing in between.
     """
+    config = config.concrete()  # a field left auto and never resolved (no run chose it): the fixed fallback
     model = method.wrap(model, config)
     method.speed_up(model, config)
     if config.gradient_checkpointing:
