@@ -282,7 +282,7 @@ def best_on_test(spec: SearchSpec, data: TrainingData, best: dict[str, Any], pat
     from tuneforge.pipeline import label_space
     from tuneforge.runs import load_trained
 
-    config = spec.base_config()
+    config = spec.base_config().concrete()  # no auto left for the scoring (max_length, batch_size)
     test = data.test[: config.max_eval_examples] if config.max_eval_examples else data.test
     try:
         model, tokenizer, description = load_trained(best["run_dir"])

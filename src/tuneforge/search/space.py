@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 
@@ -159,20 +159,25 @@ def searchable_fields() -> list[str]:
 def field_range(name: str) -> str:
     """The values ``name`` accepts, from the schema's bounds: ``0 < x <= 1.0``, ``one of a, b``, ``any int``."""
     info = FineTuningConfig.model_fields[name]
-    choices = [str(a) for kind in get_args(info.annotation) if "Literal" in str(kind) for a in get_args(kind)]
-    if "Literal" in str(info.annotation):
-        choices = [str(a) for a in get_args(info.annotation)]
+    annotation, metadata = info.annotation, list(info.metadata)
+    numeric = [arg for arg in get_args(annotation) if get_origin(arg) is Annotated]
+    if numeric:  # a number-or-auto field (Annotated[int, Field(ge=...)] | "auto"): a search samples the number
+        annotation = get_args(numeric[0])[0]
+        metadata = [bound for extra in get_args(numeric[0])[1:] for bound in getattr(extra, "metadata", [extra])]
+    choices = [] if numeric else [str(a) for kind in get_args(annotation) if "Literal" in str(kind) for a in get_args(kind)]
+    if not numeric and "Literal" in str(annotation):
+        choices = [str(a) for a in get_args(annotation)]
     if choices:
         return "one of " + ", ".join(choices)
     low = high = ""
-    for bound in info.metadata:
+    for bound in metadata:
         for attr, symbol in (("ge", "<="), ("gt", "<")):
             if getattr(bound, attr, None) is not None:
                 low = f"{getattr(bound, attr)} {symbol} "
         for attr, symbol in (("le", "<="), ("lt", "<")):
             if getattr(bound, attr, None) is not None:
                 high = f" {symbol} {getattr(bound, attr)}"
-    kind = "int" if int in ({info.annotation} | set(get_args(info.annotation))) else "number"
+    kind = "int" if int in ({annotation} | set(get_args(annotation))) else "number"
     return f"{low}x{high}" if (low or high) else f"any {kind}"
 
 
