@@ -232,7 +232,7 @@ def results(result: dict[str, Any]) -> None:
         out.print(f"best {train.get('best_metric')}: {_fmt(train.get('best_metric_value'))} at step {train['best_step']}; "
                   f"saved weights: the {used} (step {train.get('final_weights_step')})")
     for key, label in [("train_seconds", "training time (s)"), ("steps", "optimizer steps"), ("epochs", "epochs"),
-                       ("trained_tokens", "trained (answer) tokens"), ("processed_tokens", "tokens processed"),
+                       ("trained_tokens", "trained (answer) tokens; pairs for dpo/orpo"), ("processed_tokens", "tokens processed"),
                        ("tokens_per_second", "tokens/s (all tokens)"),
                        ("peak_memory_mb", "peak memory (MB)"), ("final_train_loss", "final train loss"),
                        ("best_validation_loss", "best validation loss"), ("compute_cost", "compute cost")]:
