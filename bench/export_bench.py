@@ -26,8 +26,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_PYTHON = "0.3.36"
 RESULTS = ROOT / "bench" / "results"
-FORMATS = ["merged", "gguf:f16", "gguf:bf16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "onnx:fp32",
-           "onnx:fp16", "onnx:int4"]
+# FORMAT[:QUANTIZATION][+lora] (+lora: the adapter kept apart, --lora)
+FORMATS = ["merged", "gguf:f16", "gguf:bf16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "ollama:q4_k_m+lora",
+           "onnx:fp32", "onnx:fp32+lora", "onnx:fp16", "onnx:int4"]
 
 
 def cpu_model() -> str:
@@ -54,11 +55,12 @@ def export_all(run_dir: Path, formats: list[str], out_root: Path, data: Path) ->
 
     rows: dict[str, Any] = {}
     for spec in formats:
-        name, _, quantize = spec.partition(":")
+        plain, lora = spec.removesuffix("+lora"), spec.endswith("+lora")
+        name, _, quantize = plain.partition(":")
         started = time.perf_counter()
         try:
-            result = export_model(run_dir, name, quantize=quantize or None, out_dir=out_root / spec.replace(":", "-"),
-                                  min_agreement=0.0, data=data)
+            result = export_model(run_dir, name, quantize=quantize or None, out_dir=out_root / spec.replace(":", "-").replace("+", "-"),
+                                  min_agreement=0.0, data=data, lora=lora)
         except TuneforgeError as error:
             rows[spec] = {"error": str(error).splitlines()[0]}
             print(spec, "failed:", error, flush=True)
@@ -145,16 +147,18 @@ def markdown(report: dict[str, Any]) -> str:
              f"other agents' work: load average {report['load_average']['start']} at the start, "
              f"{report['load_average']['end']} at the end) "
              f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on the first "
-             f"{report['examples']} of its test examples. Export time excludes the parity check.", "",
-             "| format | size | export s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{report['examples']} of its test examples. Export s excludes the parity check, total s includes it "
+             "(both models answer every example greedily; the trained one by full re-evaluation). `+lora`: the adapter "
+             "kept apart (`--lora`: Ollama base GGUF + ADAPTER; ONNX base model + `.onnx_adapter`).", "",
+             "| format | size | export s | total s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for spec, row in report["exports"].items():
         if "error" in row:
-            lines.append(f"| {spec} | — | — | failed: {row['error'][:80]} | | | | | |")
+            lines.append(f"| {spec} | — | — | — | refused: {row['error'][:160]} | | | | | |")
             continue
         p = row["parity"]
         accuracy = "—" if p["export_accuracy"] is None else f"{p['export_accuracy']:.3f} ({p['trained_accuracy']:.3f})"
-        lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {p['greedy_agreement']:.1%} | "
+        lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {row['seconds_total']:.0f} | {p['greedy_agreement']:.1%} | "
                      f"{p['top1_agreement']:.1%} | {p['tokenizer_agreement']:.0%} | {p['max_abs_logit_diff']:.3g} | "
                      f"{p['mean_kl']:.2g} | {accuracy} |")
     if report.get("speed"):
