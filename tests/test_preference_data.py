@@ -76,3 +76,15 @@ def test_pairs_survive_the_run_directory_snapshot(tmp_path: Path):
     write_snapshot(TrainingData(examples=examples), tmp_path / "data")
     again = read_snapshot(tmp_path / "data").examples
     assert [(e.messages, e.rejected, e.source) for e in again] == [(e.messages, e.rejected, e.source) for e in examples]
+
+
+def test_finetune_on_a_pair_without_rejected_is_one_message_before_any_run_directory(tmp_path: Path, capsys):
+    from tuneforge.cli.main import main
+
+    rows = [_numbered(PROMPT_ROW, i) for i in range(12)]
+    del rows[6]["rejected"]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    code = main(["finetune", "--data", str(path), "--objective", "dpo", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and not (tmp_path / "run").exists()
+    assert f"{path}:7" in err and "'rejected'" in err and "Traceback" not in err
