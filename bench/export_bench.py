@@ -150,17 +150,17 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['examples']} of its test examples. Export s excludes the parity check, total s includes it "
              "(both models answer every example greedily; the trained one by full re-evaluation). `+lora`: the adapter "
              "kept apart (`--lora`: Ollama base GGUF + ADAPTER; ONNX base model + `.onnx_adapter`).", "",
-             "| format | size | export s | total s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| format | size | export s | total s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) | load (1 min) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for spec, row in report["exports"].items():
         if "error" in row:
-            lines.append(f"| {spec} | — | — | — | refused: {row['error'][:160]} | | | | | |")
+            lines.append(f"| {spec} | — | — | — | refused: {row['error'][:160]} | | | | | | |")
             continue
         p = row["parity"]
         accuracy = "—" if p["export_accuracy"] is None else f"{p['export_accuracy']:.3f} ({p['trained_accuracy']:.3f})"
         lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {row['seconds_total']:.0f} | {p['greedy_agreement']:.1%} | "
                      f"{p['top1_agreement']:.1%} | {p['tokenizer_agreement']:.0%} | {p['max_abs_logit_diff']:.3g} | "
-                     f"{p['mean_kl']:.2g} | {accuracy} |")
+                     f"{p['mean_kl']:.2g} | {accuracy} | {row.get('load_average', ['?'])[0]} |")
     if report.get("speed"):
         lines += ["", f"Generation, one stream, greedy, {report['new_tokens']} tokens per answer on "
                   f"{report['prompts']} test prompts (tokens/s, higher is better):", "",
@@ -224,6 +224,7 @@ def main() -> None:
     if args.add and (RESULTS / "export.json").is_file():
         report["llama_build_seconds"] = args.llama_build_seconds or before.get("llama_build_seconds")
         report["date"] = f"{before.get('date')} and {started_at}"  # rows added by a second run
+        report["load_average"]["start"] = before.get("load_average", {}).get("start", load_at_start)
     text = markdown(report)
     print(text)
     if not args.no_write:
