@@ -6,8 +6,10 @@ Without ``--run`` a demo-data LoRA run of SmolLM2-135M-Instruct is trained first
 Each export is made by ``tuneforge.export.export_model`` (so its time includes the parity check,
 reported apart), and the figures come from its ``export_manifest.json``. Generation speed: greedy
 answers to the same rendered test prompts, one stream, ``--new-tokens`` tokens each (no early
-stop), by tuneforge's torch ``InferenceEngine`` on the trained model, by llama.cpp
-(llama-cpp-python) on the q8_0 and q4_k_m GGUFs, and by ONNX Runtime GenAI on the int4 model.
+stop), by torch on the trained model as tuneforge loads it (``runs.load_trained``: fp32, adapter
+unmerged; HF ``generate`` with ``min_new_tokens``, so every engine makes the same number of tokens,
+which tuneforge's ``InferenceEngine`` cannot be told), by llama.cpp (llama-cpp-python) on the q8_0
+and q4_k_m GGUFs, and by ONNX Runtime GenAI on the int4 model.
 Writes bench/results/export.json and export.md (``bench/write_benchmarks.py`` includes export.md).
 """
 
