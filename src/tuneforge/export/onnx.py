@@ -1,8 +1,8 @@
 """``onnx``: an ONNX Runtime GenAI model (``model.onnx``, ``genai_config.json``, tokenizer) of the merged run.
 
 Built by onnxruntime-genai's own model builder (the Olive route: ``python -m
-onnxruntime_genai.models.builder``), for the CPU at fp32 (default) or int4 (fp16: refused, see ``FP16_CPU``). With ``lora``
-the adapter stays apart: the base model plus ``<run>.onnx_adapter``, and ``extra_adapters`` adds
+onnxruntime_genai.models.builder``), for the CPU at fp32 (default) or int4 (fp16: refused, see
+``FP16_CPU``). With ``lora`` the adapter stays apart: the base model plus ``<run>.onnx_adapter``, and ``extra_adapters`` adds
 more LoRA runs of the same base to the same model (``export.onnx_adapters``). The check runs the
 decoder with ONNX Runtime itself on the HF tokenizer's ids (all positions at once, an empty KV
 cache; each adapter's weights fed as the LoRA inputs), compares the export's own tokenizer
@@ -85,7 +85,7 @@ class OnnxExporter:
 
         if quantize == "int4":
             raise ExportError("--lora with --quantize int4: the builder quantizes the LoRA weights into the graph with "
-                              "the base's; export the adapters with fp32 or fp16, or merge them (drop --lora)")
+                              "the base's; export the adapters with fp32, or merge them (drop --lora)")
         for each in [run, *extra_adapters]:
             if not each.is_adapter or each.method.name != "lora":
                 raise ExportError(f"{each.run_dir} was trained with {each.method.name}, not lora; only LoRA adapters "
