@@ -215,3 +215,37 @@ def test_a_killed_rank_stops_the_run_and_resume_with_two_processes_is_exact(tiny
     assert [e for e in read_events(killed) if e["type"] == "train.resumed"][-1]["step"] == 6
     assert _max_difference(_adapter(tmp_path / "whole"), _adapter(killed)) <= 1e-6
     assert json.loads((killed / "results.json").read_text())["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_nproc_saves_a_checkpoint_and_the_run_resumes_in_one_process(tiny_model_dir: Path, dataset: Path,
+                                                                                  tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run_dir = tmp_path / "stopped"
+    command = [sys.executable, "-m", "tuneforge.cli.main", "finetune", "--data", str(dataset), "--model",
+               str(tiny_model_dir), "--output", str(run_dir), "--nproc", "2", *_flags({**RUN, "epochs": 7})]
+    parent = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(e["type"] == "train.step" for e in _events_so_far(run_dir)):
+        time.sleep(0.5)
+    parent.send_signal(signal.SIGINT)  # what Ctrl-C sends to the command the user started
+    _, stderr = parent.communicate(timeout=240)
+    assert parent.returncode == 75, stderr[-3000:]
+    assert "Traceback" not in stderr
+    stopped = [e for e in read_events(run_dir) if e["type"] == "train.interrupted"][-1]
+    assert stopped["checkpoint"] == f"checkpoints/step-{stopped['step']:06d}"
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+
+    resumed = _cli("resume", str(run_dir), "--json")  # one process now: the global batches are the same
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [e for e in read_events(run_dir) if e["type"] == "train.resumed"][-1]["step"] == stopped["step"]
+    assert json.loads((run_dir / "results.json").read_text())["train"]["steps"] == 35  # 5 steps an epoch
+
+
+def _events_so_far(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return read_events(run_dir)
+    except (OSError, ValueError):
+        return []

@@ -282,7 +282,8 @@ def launch_local(nproc: int, module_args: Sequence[str], shutdown_seconds: int =
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(shutdown_seconds))
-    agent = subprocess.Popen(torchrun_command(nproc, module_args), env=env, start_new_session=True)
+    command = [sys.executable, "-c", AGENT, *torchrun_command(nproc, module_args)[3:]]
+    agent = subprocess.Popen(command, env=env, start_new_session=True)
     forwarded = False
 
     def forward(signum: int, frame: Any) -> None:
@@ -297,3 +298,28 @@ def launch_local(nproc: int, module_args: Sequence[str], shutdown_seconds: int =
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# torchrun's own main, with its way of ending said in one line instead of a traceback (the processes have
+# said what happened to them; an interrupted run has saved its checkpoint).
+AGENT = "import sys; from tuneforge.train.distributed import run_agent; sys.exit(run_agent(sys.argv[1:]))"
+
+
+def run_agent(argv: list[str]) -> int:
+    """``torchrun argv`` in this process; its exit status, a failed process's rank and exit (or signal) on stderr."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    try:
+        main(argv)
+    except SignalException as stopped:
+        print(f"torchrun: {signal.Signals(stopped.sigval).name} passed on to every process", file=sys.stderr)
+        return 1
+    except ChildFailedError as failed:
+        rank, failure = failed.get_first_failure()
+        how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit status {failure.exitcode}"
+        print(f"torchrun: process rank {rank} (pid {failure.pid}) ended with {how}; every other process was stopped",
+              file=sys.stderr)
+        return 1
+    return 0
