@@ -505,11 +505,11 @@ class FineTuningPipeline:
 
     def _follow(self) -> TrainingResult:
         """Rank > 0 of a distributed run: train in step with rank 0 on the data it sends; write nothing."""
-        config = self.config
         received, data, resolved = distributed.broadcast_object(None)
         run_dir, model_dir = Path(received), Path(resolved)
         # Rank 0's copy of the model when this machine sees it (no two processes converting or downloading at once).
-        inputs = self._encode(data, model_dir if model_dir.is_dir() else resolve_model(config.model))
+        inputs = self._encode(data, model_dir if model_dir.is_dir() else resolve_model(self.config.model))
+        config = self.config.concrete()  # the auto fields as _encode chose them from the data, as on rank 0
         method, device = get_method(config.method), pick_device()
         precision = resolve_precision(config.precision, device)
         model = method.load_base(inputs.model_dir, device, config, precision)

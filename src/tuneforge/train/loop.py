@@ -244,10 +244,11 @@ class _Run:
             self.emit("train.resumed", step=self.state.step, checkpoint=str(path.relative_to(self.run_dir)) if path else None,
                       message=f"resuming from {path.name}" if path else "no intact checkpoint: starting from the beginning")
         if self.world.active:
-            fingerprints = distributed.gather_objects(self.state.data_fingerprint)
-            if len(set(fingerprints)) > 1:
-                raise TrainingError(f"the processes of this run hold different training data (fingerprints {fingerprints}); "
-                                    "every process must tokenize the same splits with the same tokenizer")
+            plans = distributed.gather_objects((self.state.data_fingerprint, _trajectory_settings(self.config)))
+            if len(set(plans)) > 1:
+                raise TrainingError(f"the processes of this run would train differently (data fingerprint, settings hash "
+                                    f"by rank: {plans}); every process must tokenize the same splits with the same "
+                                    "tokenizer and settings")
             distributed.broadcast_parameters(self.model)  # every process starts from rank 0's trainable weights, as DDP does
             self.process_ids = distributed.gather_objects(os.getpid())
         self.emit("train.started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
@@ -577,6 +578,16 @@ class _Run:
 
 class _RolledBack(Exception):
     """Raised inside ``optimizer_step`` when a non-finite step was rolled back."""
+
+
+def _trajectory_settings(config: FineTuningConfig) -> str:
+    """A hash of the settings every process of a run must share (a process's own memory plan may differ: passes
+    and checkpointing change memory, not results)."""
+    import hashlib
+    import json
+
+    fields = config.model_dump(mode="json", exclude={"micro_batch_tokens", "gradient_checkpointing"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _due(strategy: str, every: int, step: int, end_of_epoch: bool, total_steps: int) -> bool:
