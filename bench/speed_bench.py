@@ -60,6 +60,9 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "tuneforge-b1": {"framework": "tuneforge", "batch_size": 1},
     "tuneforge-b8-padded": {"framework": "tuneforge", "batch_size": 8, "packing": False},
     "tuneforge-b8-whole-batches": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": None},
+    # The memory lever of the scale issue: smaller passes (same gradients), their cost in speed.
+    "tuneforge-b8-passes-1024": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024},
+    "tuneforge-b8-passes-512": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 512},
 }
 
 

@@ -22,6 +22,8 @@ LABELS = {
     "tuneforge-b8-fp32": "tuneforge, batch 8, --precision fp32",
     "tuneforge-b8-padded": "tuneforge, batch 8, packing off (length-grouped padding)",
     "tuneforge-b8-whole-batches": "tuneforge, batch 8, whole batches (micro_batch_tokens: null)",
+    "tuneforge-b8-passes-1024": "tuneforge, batch 8, passes of at most 1,024 tokens",
+    "tuneforge-b8-passes-512": "tuneforge, batch 8, passes of at most 512 tokens",
     "tuneforge-b8-checkpointing": "tuneforge, batch 8, --gradient-checkpointing",
     "tuneforge-b1": "tuneforge, batch 1",
     "tuneforge-b32": "tuneforge, batch 32",
