@@ -69,7 +69,7 @@ GRID = [
     ("llama-3.2-1b", "lora", 512), ("qwen2.5-1.5b", "lora", 512), ("smollm2-1.7b", "lora", 512),
     ("smollm2-1.7b", "qlora", 512),
 ]
-TOKENS_PER_STEP = 2048  # batch_size × max_length is held at this (batch at least 1)
+TOKENS_PER_STEP = 1024  # batch_size × max_length is held at this (batch at least 1)
 STEPS = 3  # optimizer steps; the first is a warm-up and not timed (2 timed steps of TOKENS_PER_STEP each)
 
 
@@ -142,7 +142,7 @@ def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -
     plan = seen.get("memory.planned") or seen.get("memory.warning") or {}
     ready = seen.get("model.ready", {})
     return {
-        "model": name, "method": method, "max_length": max_length, "batch_size": batch,
+        "model": name, "method": method, "max_length": max_length, "batch_size": batch, "timed_steps": len(timed),
         "parameters": ready.get("total_parameters"), "trainable": ready.get("trainable_parameters"),
         "precision": ready.get("precision"),
         "tokens_per_second": round(batch * max_length * len(timed) / sum(timed), 2) if timed else None,
@@ -192,7 +192,7 @@ def write_markdown(report: dict[str, Any]) -> None:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}; fp32 matmul peak measured "
         f"{peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. The machine was shared with other work while "
         "measured (load average per row): speed figures are low by about the load; memory figures are not affected.", "",
-        f"Work: {STEPS} optimizer steps of {TOKENS_PER_STEP:,} tokens (batch × max_length, rows filled to max_length), "
+        f"Work: {STEPS} optimizer steps of batch × max_length tokens (at least {TOKENS_PER_STEP:,}; rows filled to max_length), "
         "LoRA r16 on all linear layers (qlora: the same on an NF4 base), the default settings otherwise; the first step "
         "is a warm-up. *Planned* is the memory planner's estimate of a step's peak (train/memory_plan.py) beside the "
         "measured peak RSS; *limit %* is tokens/s × FLOPs/token against the measured matmul peak of the precision used.", "",
@@ -224,12 +224,16 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help="MODEL:METHOD:MAX_LENGTH keys (default: the grid)")
     parser.add_argument("--memory-limit", help="passed to each run (the planner fits the run to it)")
+    parser.add_argument("--render", action="store_true", help="only rewrite scale.md from scale.json")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.memory_limit)
         return
     from bench_common import machine, matmul_peak_gflops
 
+    if args.render:
+        write_markdown(json.loads((RESULTS / "scale.json").read_text()))
+        return
     keys = args.only or [f"{n}:{m}:{l}" for n, m, l in GRID]
     path = RESULTS / "scale.json"
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}

@@ -46,6 +46,8 @@ RECOMPUTED_LAYERS = 2.0
 # The fused loss works on chunks of 128 logit rows (logits and their gradient, fp32): bytes per vocabulary entry.
 LOGITS_BYTES_PER_VOCAB = 128 * 4 * 2
 FIXED_STEP_MB = 10.0
+# Whole runs of the pipeline peaked 2.5-3.5 % above the step model (bench/scale_bench.py): a margin over it.
+ACTIVATION_MARGIN = 1.05
 # Measured resident size of the Python process with torch, transformers and tuneforge loaded, weights aside.
 RUNTIME_MB = 500.0
 # AdamW: the parameter, its gradient and two moments, fp32.
@@ -170,7 +172,7 @@ def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: boo
 def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
                          checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB) -> MemoryEstimate:
     """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations."""
-    activations = tokens_per_pass * activation_bytes_per_token(shape, full, checkpointing, dtype_bytes) / MB
+    activations = ACTIVATION_MARGIN * tokens_per_pass * activation_bytes_per_token(shape, full, checkpointing, dtype_bytes) / MB
     return MemoryEstimate(
         weights_mb=weights_mb, training_state_mb=trainable * TRAINABLE_BYTES / MB,
         activations_mb=activations + FIXED_STEP_MB, logits_mb=LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
@@ -304,7 +306,10 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
     from tuneforge.model.methods import enable_gradient_checkpointing
 
     method = get_method(config.method)
-    plan = plan_memory(ModelShape.from_model_dir(model_dir, config.trust_remote_code), resident_mb=current_memory_mb(),
+    # Weights loaded from safetensors may still be file-backed pages the first pass will touch: count them as resident.
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / MB
+    resident = max(current_memory_mb(), weights_mb + RUNTIME_MB)
+    plan = plan_memory(ModelShape.from_model_dir(model_dir, config.trust_remote_code), resident_mb=resident,
                        trainable=trainable, full=not method.freezes_base,
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
