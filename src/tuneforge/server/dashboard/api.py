@@ -70,8 +70,10 @@ class ConfigCheck(BaseModel):
 def check_config(body: ConfigCheck) -> dict[str, Any]:
     """Every problem of these Start-form values as ``FineTuningConfig`` sees them: ``{"problems": [{field, message}]}``."""
     from tuneforge.config import make_config
+    from tuneforge.jobs.manager import JOB_DEFAULTS
 
-    values = {k: v for k, v in body.values.items() if k not in JOB_ONLY and v is not None and v != ""}
+    # as create_job merges them: the job's own defaults, then the form's values
+    values = {**JOB_DEFAULTS, **{k: v for k, v in body.values.items() if k not in JOB_ONLY and v is not None and v != ""}}
     problems = []
     if not body.values.get("training_file"):
         problems.append({"field": "training_file", "message": "choose an uploaded training file (upload one on the Data page)"})
