@@ -225,7 +225,8 @@ def test_ctrl_c_under_nproc_saves_a_checkpoint_and_the_run_resumes_in_one_proces
 
     run_dir = tmp_path / "stopped"
     command = [sys.executable, "-m", "tuneforge.cli.main", "finetune", "--data", str(dataset), "--model",
-               str(tiny_model_dir), "--output", str(run_dir), "--nproc", "2", *_flags({**RUN, "epochs": 7})]
+               str(tiny_model_dir), "--output", str(run_dir), "--nproc", "2",
+               *_flags({**RUN, "epochs": 7, "early_stopping": False})]  # every planned step, to count them after resuming
     parent = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not any(e["type"] == "train.step" for e in _events_so_far(run_dir)):
