@@ -49,7 +49,9 @@ WORKLOADS = {
              "steps": int(os.environ.get("DEMO_STEPS", "36")), "batch": 4, "rate_factor": None},
 }
 # `--one load METHOD`: the base loaded as METHOD loads it (qlora: quantized to NF4 while loading), nothing else.
-LOAD_METHODS = ["lora", "qlora"]
+# The third row: the same qlora load with glibc's mmap threshold pinned at its 128 KiB default, so freed
+# fp32 temporaries of the quantization go back to the system instead of staying in the heap.
+LOAD_METHODS = ["lora", "qlora", "qlora@MALLOC_MMAP_THRESHOLD_=131072"]
 
 
 def _build_small(directory: Path) -> Path:
@@ -150,8 +152,8 @@ def _load_peak(method: str, model: str) -> dict[str, Any]:
     from tuneforge.model.resolve import resolve_model
 
     model_dir = resolve_model(model)
-    config = make_config({"model": model, "method": method, "data": "unused.jsonl"})
-    chosen = get_method(method)
+    config = make_config({"model": model, "method": method.split("@")[0], "data": "unused.jsonl"})
+    chosen = get_method(method.split("@")[0])
     import bitsandbytes  # noqa: F401  (the libraries are imported before the span: their memory is not the load's)
     import peft  # noqa: F401
     import torch  # noqa: F401
@@ -377,7 +379,8 @@ def main() -> None:
             meta["load_average_before"] = os.getloadavg()
             started = time.perf_counter()
             run = subprocess.run([sys.executable, __file__, "--one", workload, method, models[workload], data[workload],
-                                  str(work / f"{workload}-{method}")], capture_output=True, text=True, env=env)
+                                  str(work / f"{workload}-{method}")], capture_output=True, text=True,
+                                 env={**env, **dict([method.split("@")[1].split("=", 1)])} if "@" in method else env)
             line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
             row = json.loads(line[7:]) if line else {"workload": workload, "method": method,
                                                    "error": (run.stderr.strip().splitlines() or ["no output"])[-1]}
