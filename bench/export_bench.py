@@ -75,6 +75,18 @@ def export_all(run_dir: Path, formats: list[str], out_root: Path, data: Path) ->
     return rows
 
 
+def collect_exports(out_root: Path, formats: list[str]) -> dict[str, Any]:
+    """The rows of exports already published under ``out_root`` (their ``export_manifest.json``), in ``formats`` order."""
+    rows: dict[str, Any] = {}
+    for spec in formats:
+        manifest_path = out_root / spec.replace(":", "-").replace("+", "-") / "export_manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            rows[spec] = {"seconds_total": None, "export_seconds": manifest["export_seconds"], "parity": manifest["parity"],
+                          "bytes": sum(f["bytes"] for f in manifest["files"].values()), "dir": str(manifest_path.parent)}
+    return rows
+
+
 def prompts_of(run_dir: Path, count: int) -> list[str]:
     from tuneforge.data.manager import TrainingDataManager
     from tuneforge.data.tokenize import render_prompt
@@ -143,24 +155,28 @@ def onnx_speed(directory: Path, prompts: list[str], new_tokens: int) -> float:
     return produced / seconds
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = ["## Export: every format checked against the trained model", "",
              f"Measured by `bench/export_bench.py` on {report['date']} on {report['machine']} ({report['cpus']} cores, shared with "
              f"other agents' work: load average {report['load_average']['start']} at the start, "
              f"{report['load_average']['end']} at the end) "
              f"for a LoRA run of SmolLM2-135M-Instruct on the demo data (20 steps), parity on the first "
-             f"{report['examples']} of its test examples. Export s excludes the parity check, total s includes it "
+             f"N of its test examples (column N). Export s excludes the parity check, total s includes it "
              "(both models answer every example greedily; the trained one by full re-evaluation). `+lora`: the adapter "
              "kept apart (`--lora`: Ollama base GGUF + ADAPTER; ONNX base model + `.onnx_adapter`).", "",
-             "| format | size | export s | total s | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) | load (1 min) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| format | size | export s | total s | N | greedy agreement | top-1 agreement | tokenizer | max abs dlogit | mean KL | accuracy (trained) | load (1 min) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for spec, row in report["exports"].items():
         if "error" in row:
-            lines.append(f"| {spec} | — | — | — | refused: {row['error'][:160]} | | | | | | |")
+            lines.append(f"| {spec} | — | — | — | | refused: {row['error'][:160]} | | | | | | |")
             continue
         p = row["parity"]
         accuracy = "—" if p["export_accuracy"] is None else f"{p['export_accuracy']:.3f} ({p['trained_accuracy']:.3f})"
-        lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {row['seconds_total']:.0f} | {p['greedy_agreement']:.1%} | "
+        lines.append(f"| {spec} | {row['bytes'] / 1e6:.1f} MB | {row['export_seconds']:.1f} | {_seconds(row.get('seconds_total'))} | {p['examples']} | {p['greedy_agreement']:.1%} | "
                      f"{p['top1_agreement']:.1%} | {p['tokenizer_agreement']:.0%} | {p['max_abs_logit_diff']:.3g} | "
                      f"{p['mean_kl']:.2g} | {accuracy} | {row.get('load_average', ['?'])[0]} |")
     if report.get("speed"):
@@ -186,6 +202,8 @@ def main() -> None:
     parser.add_argument("--llama-build-seconds", type=float, default=None,
                         help="how long `make setup-export`'s llama-cpp-python build took, for the table")
     parser.add_argument("--add", action="store_true", help="add these formats' rows to bench/results/export.json")
+    parser.add_argument("--collect", action="store_true", help="export nothing: report the exports already under "
+                        "OUT/exports (their manifests; the total time with the check is then unknown)")
     parser.add_argument("--speed", default="torch,llama.cpp,onnx", help="which generation speeds to measure")
     args = parser.parse_args()
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -195,7 +213,10 @@ def main() -> None:
     data = args.out / "parity-examples.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    exports = export_all(run_dir, args.formats.split(","), args.out / "exports", data)
+    if args.collect:  # the exports an earlier (interrupted) run of this script published, from their manifests
+        exports = collect_exports(args.out / "exports", args.formats.split(","))
+    else:
+        exports = export_all(run_dir, args.formats.split(","), args.out / "exports", data)
     prompts = prompts_of(run_dir, args.prompts)
     speed: dict[str, float] = {}
     measures = []
