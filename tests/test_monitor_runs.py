@@ -5,6 +5,7 @@ checkpoint as the final weights."""
 from __future__ import annotations
 
 import json
+import mmap
 import math
 import random
 import time
@@ -80,7 +81,11 @@ class Faults:
             if step in self.plan.get("slow", ()):
                 time.sleep(1.0)
             if step in self.plan.get("leak", ()):
-                self.leaked.append(torch.ones(3 * 2**20))  # 12 MB, touched, kept
+                # 12 MB of fresh anonymous pages, touched, kept: a tensor could reuse heap pages that earlier
+                # tests in this process freed (glibc raises its mmap threshold after big frees), hiding the leak.
+                block = mmap.mmap(-1, 12 * 2**20)
+                block.write(b"\x01" * (12 * 2**20))
+                self.leaked.append(block)
             return sums
 
         monkeypatch.setattr(loop, "training_loss_sums", faulty)
