@@ -41,6 +41,7 @@ def test_merged_export_loads_with_plain_transformers_and_answers_like_the_run(ex
         generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [])
 
 
+@pytest.mark.slow  # 60-120 s on a loaded 2-core machine: in the slow stage of CI
 def test_the_manifest_names_the_run_files_hashes_tools_and_parity(export_run, tmp_path):
     from tuneforge.core.paths import file_sha256
 
@@ -56,6 +57,7 @@ def test_the_manifest_names_the_run_files_hashes_tools_and_parity(export_run, tm
     assert not list(tmp_path.glob(".*staging*"))
 
 
+@pytest.mark.slow  # 60-120 s on a loaded 2-core machine: in the slow stage of CI
 def test_check_only_reruns_the_check_and_fails_under_a_threshold_with_the_numbers(export_run, tmp_path):
     out = tmp_path / "m"
     export_model(export_run, "merged", out_dir=out)
@@ -125,6 +127,7 @@ def test_a_failing_export_leaves_no_staging_directory(export_run, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # 60-120 s on a loaded 2-core machine: in the slow stage of CI
 def test_the_cli_exports_and_exits_1_with_a_message_on_bad_input(export_run, tmp_path, capsys):
     from tuneforge.cli.main import main
 

@@ -107,6 +107,7 @@ def test_gguf_round_trip_through_llama_cpp(export_run, tmp_path, tiny_tokenizer,
 
 
 @needs_llama_cpp
+@pytest.mark.slow  # 60-120 s on a loaded 2-core machine: in the slow stage of CI
 def test_gguf_lora_loads_on_its_base_gguf_and_answers_like_the_run(export_run, tmp_path):
     result = export_model(export_run, "gguf-lora", out_dir=tmp_path / "lora")
     parity = result.details["parity"]
