@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tuneforge.model.adapters import decoder_and_head
-from tuneforge.model.loss import IGNORE_INDEX, _decoder_output_through_wrapper
+from tuneforge.model.loss import labelled_hidden_rows
 
 # Labelled rows projected to the vocabulary at a time: one chunk of logits (rows × vocabulary, fp32) is
 # alive at once; under autograd each chunk is recomputed in the backward pass instead of being kept.
@@ -23,15 +22,7 @@ def sequence_log_probs(model: Any, batch: dict[str, torch.Tensor], through_wrapp
     As ``label_loss_sums``: the decoder body runs once (through the wrapper's ``forward`` when
     ``through_wrapper``), the head only on labelled positions, in checkpointed chunks.
     """
-    decoder, head = decoder_and_head(model)
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    if through_wrapper:
-        hidden = _decoder_output_through_wrapper(model, decoder, inputs)
-    else:
-        hidden = decoder(**inputs).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    mask = targets != IGNORE_INDEX
-    rows, wanted = hidden[:, :-1][mask], targets[mask]
+    head, rows, wanted, mask = labelled_hidden_rows(model, batch, through_wrapper)
     pieces = []
     for start in range(0, rows.shape[0], LOGPROB_CHUNK_ROWS):
         chunk, labels = rows[start : start + LOGPROB_CHUNK_ROWS], wanted[start : start + LOGPROB_CHUNK_ROWS]

@@ -87,13 +87,12 @@ class LossSums:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False) -> LossSums:
-    """Summed cross-entropy and correct-prediction count over the labelled positions of ``batch``.
+def labelled_hidden_rows(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False,
+                         ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(head, hidden states at the labelled positions, their target ids, the (rows, positions-1) label mask).
 
-    The decoder body runs directly (no logits for unlabelled positions) unless ``through_wrapper``:
-    then the (PEFT-)wrapped model's own ``forward`` runs, so that state a wrapper injects there
-    (virtual tokens of prompt tuning, past key values of prefix tuning) is part of the loss; the
-    decoder's output is captured on the way and the head still runs only on labelled positions.
+    The decoder body runs once (through the wrapper's ``forward`` when ``through_wrapper``); the
+    head is returned unapplied, so callers project only the labelled rows, in chunks if they like.
     """
     decoder, head = decoder_and_head(model)
     # Padded batches carry attention_mask; packed ones position_ids and cu_seq_lens (see model.attention).
@@ -104,8 +103,18 @@ def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper:
         hidden = decoder(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
-    rows = hidden[:, :-1][mask]
-    wanted = targets[mask]
+    return head, hidden[:, :-1][mask], targets[mask], mask
+
+
+def label_loss_sums(model: Any, batch: dict[str, torch.Tensor], through_wrapper: bool = False) -> LossSums:
+    """Summed cross-entropy and correct-prediction count over the labelled positions of ``batch``.
+
+    The decoder body runs directly (no logits for unlabelled positions) unless ``through_wrapper``:
+    then the (PEFT-)wrapped model's own ``forward`` runs, so that state a wrapper injects there
+    (virtual tokens of prompt tuning, past key values of prefix tuning) is part of the loss; the
+    decoder's output is captured on the way and the head still runs only on labelled positions.
+    """
+    head, rows, wanted, _ = labelled_hidden_rows(model, batch, through_wrapper)
     if getattr(head, "bias", None) is not None or not isinstance(head, torch.nn.Linear) or torch.is_autocast_enabled(rows.device.type):
         logits = head(rows).float()
         loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
