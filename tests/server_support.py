@@ -29,3 +29,20 @@ def live_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def live_server_with_worker(model_dir: Any, home: Any) -> Iterator[tuple[str, Any]]:
+    """A live server for ``model_dir`` with a job worker on the same ``home``; yields (base URL, manager)."""
+    from tuneforge.jobs import FineTuningManager, Worker
+    from tuneforge.server import ServerSettings, create_app
+
+    manager = FineTuningManager(home=home)
+    worker = Worker(manager, poll_seconds=0.2)
+    worker.start()
+    app = create_app(ServerSettings(models=[str(model_dir)], home=home), manager=manager, api_key=API_KEY)
+    try:
+        with live_server(app) as url:
+            yield url, manager
+    finally:
+        worker.stop(wait=True, timeout=60)

@@ -14,7 +14,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from helpers import make_rows, read_events  # noqa: E402
-from server_support import API_KEY, live_server  # noqa: E402
+from server_support import API_KEY, live_server_with_worker  # noqa: E402
 
 FAST_JOB = {"max_length": 64, "estimate_steps": 0, "max_new_tokens": 4, "batch_size": 8, "validation_split": 0.0,
             "baselines": False, "forgetting_check": False, "precision": "fp32"}
@@ -32,19 +32,8 @@ def dpo_rows(n: int = 16) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tuneforge.jobs import FineTuningManager, Worker
-    from tuneforge.server import ServerSettings, create_app
-
-    home = tmp_path_factory.mktemp("dpo-home")
-    manager = FineTuningManager(home=home)
-    worker = Worker(manager, poll_seconds=0.2)
-    worker.start()
-    app = create_app(ServerSettings(models=[str(tiny_model_dir)], home=home), manager=manager, api_key=API_KEY)
-    try:
-        with live_server(app) as url:
-            yield url, manager
-    finally:
-        worker.stop(wait=True, timeout=60)
+    with live_server_with_worker(tiny_model_dir, tmp_path_factory.mktemp("dpo-home")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

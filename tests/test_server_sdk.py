@@ -20,7 +20,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from helpers import make_rows  # noqa: E402
-from server_support import API_KEY, live_server  # noqa: E402
+from server_support import API_KEY, live_server_with_worker  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 FAST_JOB = {"max_length": 128, "estimate_steps": 0, "max_new_tokens": 4, "batch_size": 8, "validation_split": 0.0}
@@ -35,19 +35,8 @@ def chat_rows(n: int = 24) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tuneforge.jobs import FineTuningManager, Worker
-    from tuneforge.server import ServerSettings, create_app
-
-    home = tmp_path_factory.mktemp("sdk-home")
-    manager = FineTuningManager(home=home)
-    worker = Worker(manager, poll_seconds=0.2)
-    worker.start()
-    app = create_app(ServerSettings(models=[str(tiny_model_dir)], home=home), manager=manager, api_key=API_KEY)
-    try:
-        with live_server(app) as url:
-            yield url, manager
-    finally:
-        worker.stop(wait=True, timeout=60)
+    with live_server_with_worker(tiny_model_dir, tmp_path_factory.mktemp("sdk-home")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
