@@ -20,6 +20,7 @@ estimate). In bf16 the saved activations are assumed to halve (the loss's logits
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,7 +75,17 @@ class ModelShape:
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, trust_remote_code: bool = False) -> "ModelShape":
-        """Read ``config.json`` and count the parameters on the meta device (no weights are loaded)."""
+        """Read ``config.json`` and count the parameters on the meta device (no weights are loaded).
+
+        Both checks of a run ask for the same model: the shape is read once per directory.
+        """
+        directory = Path(model_dir).resolve()
+        config_file = directory / "config.json"
+        stamp = config_file.stat().st_mtime_ns if config_file.is_file() else 0
+        return _shape_of(str(directory), stamp, trust_remote_code)
+
+    @classmethod
+    def _read(cls, model_dir: Path, trust_remote_code: bool) -> "ModelShape":
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -335,6 +346,12 @@ def _dtype_bytes(dtype: Any) -> int:
 
 def _longest(train_set: EncodedDataset) -> int:
     return max(len(item.input_ids) for item in train_set.items)
+
+
+@functools.lru_cache(maxsize=8)
+def _shape_of(model_dir: str, config_stamp: int, trust_remote_code: bool) -> ModelShape:
+    """The cached shape of a model directory; ``config_stamp`` (config.json's mtime) keys a changed model anew."""
+    return ModelShape._read(Path(model_dir), trust_remote_code)
 
 
 def _gb(mb: float) -> str:
