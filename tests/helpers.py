@@ -76,7 +76,9 @@ def build_tiny_model(directory: Path) -> Path:
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines() if line.strip()]
+    """The run's events; a last line without its newline (a run still writing it, or killed mid-write) is left out."""
+    complete = (Path(run_dir) / "events.jsonl").read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 # Settings that keep a run on the tiny model to a few seconds.

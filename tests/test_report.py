@@ -198,7 +198,7 @@ def test_monitor_follows_a_live_run_until_it_finishes(tiny_model_dir, session_da
     tuneforge = Path(sys.executable).parent / "tuneforge"
     trainer = subprocess.Popen([str(tuneforge), "finetune", "--data", str(session_dataset), "--model", str(tiny_model_dir),
                                 "--output", str(run_dir), "--epochs", "2", "--batch-size", "4", "--test-split", "0",
-                                "--no-evaluate-base", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                "--no-evaluate-base", "--no-early-stopping", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "events.jsonl").exists() and time.monotonic() < deadline:

@@ -315,7 +315,8 @@ def test_a_trial_another_machine_left_running_is_retried_when_its_heartbeat_stop
     lost.set_user_attr("host", "a-machine-that-died")
     lost.set_user_attr("pid", 1)
     storage.record_heartbeat(lost._trial_id)
-    time.sleep(3.5)
+    # older than the 3 s grace period by SQLite's clock, which Optuna reads with whole seconds: 3 s + 1 s + margin
+    time.sleep(5.0)
     result = run_search(path, output=search_dir, heartbeat_seconds=1)
     assert [row["state"] for row in result.trials] == ["FAIL", "COMPLETE"]
     assert result.trials[1]["retry_of"] == 0 and result.trials[1]["params"] == result.trials[0]["params"]
