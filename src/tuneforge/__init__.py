@@ -6,11 +6,10 @@ does not import torch.
 
 from __future__ import annotations
 
-from typing import Any
-
+from tuneforge.core.lazy import lazy_exports
 from tuneforge.core.version import __version__
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "FineTuningConfig": "tuneforge.config",
     "load_config": "tuneforge.config",
     "TrainingExample": "tuneforge.data.examples",
@@ -38,14 +37,5 @@ _EXPORTS = {
     "ResultFinding": "tuneforge.train.result_checks",
     "run_search": "tuneforge.search.run",
     "SearchResult": "tuneforge.search.run",
-}
-
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tuneforge' has no attribute {name!r}")
+})
+__all__ += ["__version__"]

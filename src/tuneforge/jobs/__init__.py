@@ -11,9 +11,9 @@ The public API (``from tuneforge.jobs import ...``):
 
 from __future__ import annotations
 
-from typing import Any
+from tuneforge.core.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "FineTuningManager": "tuneforge.jobs.manager", "ResolvedModel": "tuneforge.jobs.manager",
     "Worker": "tuneforge.jobs.worker",
     "TrainingJob": "tuneforge.jobs.objects", "TrainingStatus": "tuneforge.jobs.objects",
@@ -21,14 +21,4 @@ _EXPORTS = {
     "JobsError": "tuneforge.jobs.errors", "NotFound": "tuneforge.jobs.errors", "InvalidRequest": "tuneforge.jobs.errors",
     "Conflict": "tuneforge.jobs.errors", "PayloadTooLarge": "tuneforge.jobs.errors",
     "JobStore": "tuneforge.jobs.store", "FileStore": "tuneforge.jobs.files",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tuneforge.jobs' has no attribute {name!r}")
+})

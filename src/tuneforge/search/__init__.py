@@ -11,21 +11,11 @@ The public API (``from tuneforge.search import ...``, also ``tuneforge.run_searc
 
 from __future__ import annotations
 
-from typing import Any
+from tuneforge.core.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "run_search": "tuneforge.search.run", "SearchResult": "tuneforge.search.run", "load_search": "tuneforge.search.run",
     "SearchSpec": "tuneforge.search.space", "Param": "tuneforge.search.space", "parse_search": "tuneforge.search.space",
     "TrialRunner": "tuneforge.search.trial", "SearchError": "tuneforge.search.study",
     "create_study": "tuneforge.search.study", "join_study": "tuneforge.search.study",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tuneforge.search' has no attribute {name!r}")
+})
