@@ -120,7 +120,10 @@ def _demo_run(method: str, out: str, spec: dict[str, Any]) -> dict[str, Any]:
     demo = demo_config(out)
     values = {"data": demo.data, "model": demo.model, "output": out, "method": method, "batch_size": demo.batch_size,
               "max_steps": spec["steps"], "precision": demo.precision, "evaluation_strategy": "no", "saving_strategy": "no",
-              "evaluate_base": False, "estimate_steps": 0, "seed": demo.seed}
+              "evaluate_base": False, "estimate_steps": 0, "seed": demo.seed,
+              # the same work for every method: no prompting baselines or forgetting check (they do not depend on
+              # the method), no early stopping (the step budget is the comparison), warm-up as auto chooses it
+              "baselines": False, "forgetting_check": False, "early_stopping": False}
     started = time.perf_counter()
     result = FineTuningPipeline(make_config(values), handle_signals=False).train().to_dict()
     weights = Path(out) / get_method(method).output_dir

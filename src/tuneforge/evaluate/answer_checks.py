@@ -1,8 +1,8 @@
 """Answer checks for structured and loosely-worded answers, registered as metrics (docs/SEAMS.md, "Evaluation metrics").
 
 - ``json_valid``: the share of answers that parse as JSON (a surrounding ```json fence is allowed);
-- ``json_schema``: the share that conform to a JSON schema, checked with ``jsonschema`` when
-  installed. Per example the schema is, first found: the example's own (``"metadata":
+- ``json_schema``: the share that conform to a JSON schema, checked by ``jsonschema``
+  (draft 2020-12). Per example the schema is, first found: the example's own (``"metadata":
   {"json_schema": {...}}`` on its data row), the one given for the run (``json_schema: FILE``,
   ``--json-schema FILE``, which ``with_json_schema`` puts on every example without one), else the
   schema its reference implies (the same JSON type; for objects, the reference's keys required with
@@ -82,62 +82,21 @@ def schema_of(value: Any) -> dict[str, Any]:
 
 
 def conforms(value: Any, schema: dict[str, Any]) -> bool:
-    """Whether ``value`` conforms to ``schema``: by ``jsonschema`` or ``jsonschema_rs`` (whichever is installed, full
-    JSON Schema), else by the subset ``schema_of`` writes plus ``enum``, ``const``, ``items`` and ``additionalProperties``."""
-    try:
-        import jsonschema
-    except ImportError:
-        pass
-    else:
-        return jsonschema.Draft202012Validator(schema).is_valid(value)
-    try:
-        import jsonschema_rs
-    except ImportError:
-        return _conforms_subset(value, schema)
-    return bool(jsonschema_rs.Draft202012Validator(schema).is_valid(value))
+    """Whether ``value`` conforms to ``schema`` (JSON Schema draft 2020-12, checked by ``jsonschema``)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
 
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
-    """What makes ``schema`` an invalid JSON Schema (draft 2020-12), or None (also when no validator is installed)."""
+    """What makes ``schema`` an invalid JSON Schema (draft 2020-12), or None."""
+    import jsonschema
+
     try:
-        import jsonschema
-    except ImportError:
-        jsonschema = None
-    if jsonschema is not None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as error:
-            return error.message
-        return None
-    try:
-        import jsonschema_rs
-    except ImportError:
-        return None
-    try:
-        jsonschema_rs.meta.validate(schema)
-    except jsonschema_rs.ValidationError as error:
-        return str(error).splitlines()[0]
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        return error.message
     return None
-
-
-def _conforms_subset(value: Any, schema: dict[str, Any]) -> bool:
-    kinds = schema.get("type")
-    kinds = [kinds] if isinstance(kinds, str) else kinds
-    actual = _type_name(value)
-    if kinds and actual not in kinds and not (actual == "integer" and "number" in kinds):
-        return False
-    if ("enum" in schema and value not in schema["enum"]) or ("const" in schema and value != schema["const"]):
-        return False
-    if actual == "array" and isinstance(schema.get("items"), dict):
-        return all(_conforms_subset(item, schema["items"]) for item in value)
-    if actual == "object":
-        properties = schema.get("properties", {})
-        if any(key not in value for key in schema.get("required", ())):
-            return False
-        if schema.get("additionalProperties") is False and any(key not in properties for key in value):
-            return False
-        return all(_conforms_subset(value[key], sub) for key, sub in properties.items() if key in value)
-    return True
 
 
 SCHEMA_KEY = "json_schema"  # the metadata key of an example's own JSON schema
