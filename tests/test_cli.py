@@ -430,7 +430,7 @@ def test_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
 
 
 def test_out_of_memory_in_training_goes_to_the_run_directory(capsys, monkeypatch, tiny_model_dir, session_dataset, tmp_path):
-    import tuneforge.pipeline as pipeline
+    import tuneforge.pipeline.run as pipeline
 
     def fit(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123456789 bytes")

@@ -77,7 +77,7 @@ def test_an_init_from_run_starts_from_the_parents_weights_and_trains_on(method, 
     with torch.no_grad():
         expected = reloaded(**batch).logits
 
-    import tuneforge.pipeline as pipeline_module
+    import tuneforge.pipeline.run as pipeline_module
 
     real_fit, seen = pipeline_module.fit, {}
 
