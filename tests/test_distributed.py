@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,95 @@ def _events_so_far(run_dir: Path) -> list[dict[str, Any]]:
         return read_events(run_dir)
     except (OSError, ValueError):
         return []
+
+
+# ---------------------------------------------------------------------------------------------- FSDP
+
+FULL = {"method": "full", "learning_rate": 1e-3}  # FSDP is for the whole model; 1e-3: see the DDP test's note on AdamW
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def test_fsdp_in_one_process_is_refused_with_one_message(capsys: pytest.CaptureFixture, tiny_model_dir: Path,
+                                                         dataset: Path, tmp_path: Path) -> None:
+    from tuneforge.cli.main import main
+
+    code = main(["finetune", "--data", str(dataset), "--model", str(tiny_model_dir), "--output", str(tmp_path / "one"),
+                 "--method", "full", "--distributed", "fsdp"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "fsdp shards the model over several processes" in err and "--nproc" in err
+    assert not (tmp_path / "one").exists()  # refused before the run directory exists
+
+
+def test_fsdp_with_a_method_it_does_not_train_is_refused_naming_those_it_does(capsys: pytest.CaptureFixture,
+                                                                             dataset: Path, tmp_path: Path) -> None:
+    from tuneforge.cli.main import main
+
+    code = main(["finetune", "--data", str(dataset), "--output", str(tmp_path / "q"), "--method", "qlora",
+                 "--distributed", "fsdp", "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "fsdp trains methods full, lora, not 'qlora'" in err and "--distributed ddp" in err
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tiny_model_dir: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 2-process FSDP full fine-tune (RUN's 15 steps)."""
+    run_dir = tmp_path_factory.mktemp("fsdp") / "two"
+    two = _finetune(tiny_model_dir, dataset, run_dir, "--nproc", "2", "--distributed", "fsdp", **FULL)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_fsdp_processes_train_the_full_model_of_one_process(tiny_model_dir: Path, dataset: Path, fsdp_run: Path,
+                                                                tmp_path: Path) -> None:
+    one = _finetune(tiny_model_dir, dataset, tmp_path / "one", **FULL)
+    assert one.returncode == 0, one.stderr[-3000:]
+    difference = _max_difference(_weights(tmp_path / "one"), _weights(fsdp_run))  # the ordinary, unsharded safetensors
+    print(f"max |weights(1 process) - weights(2 FSDP processes)| = {difference:.3g}")
+    assert difference <= 1e-5
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert _max_difference(base, _weights(fsdp_run)) > 1e-3  # it did train
+    started = [e for e in read_events(fsdp_run) if e["type"] == "train.started"][-1]
+    assert started["distributed"] == "fsdp" and started["processes"] == 2
+    losses = {name: {e["step"]: e["loss"] for e in read_events(run) if e["type"] == "train.step"}
+              for name, run in (("one", tmp_path / "one"), ("two", fsdp_run))}
+    assert sorted(losses["two"]) == list(range(1, TOTAL_STEPS + 1))
+    assert all(abs(losses["one"][s] - losses["two"][s]) < 1e-5 for s in losses["one"])
+
+
+@pytest.mark.slow
+def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_runs_weights(tiny_model_dir: Path, dataset: Path, fsdp_run: Path,
+                                                                     tmp_path: Path) -> None:
+    script = tmp_path / "killed_child.py"
+    script.write_text(KILLED_CHILD)
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node", "2",
+               "--max-restarts", "0", str(script), "finetune", "--data", str(dataset), "--model", str(tiny_model_dir),
+               "--output", str(killed), "--distributed", "fsdp", *_flags({**RUN, **FULL})]
+    # As in the DDP test: rank 1 dies in the second pass of step 9; the newest checkpoint is step 6.
+    run = subprocess.run(command, capture_output=True, text=True, env={**_env(), "KILL_AFTER_PASSES": "16"}, timeout=300)
+    assert run.returncode != 0, "the run went on after one of its processes died"
+    events = read_events(killed)
+    assert max(e["step"] for e in events if e["type"] == "train.step") < TOTAL_STEPS and not (killed / "model").exists()
+    optimizer = torch.load(killed / "checkpoints" / "step-000006" / "optimizer.pt", weights_only=True)
+    assert all(isinstance(i, int) for i in optimizer["state"])  # one process's format: optimizer.state_dict()'s
+    assert sorted(optimizer["state"]) == list(range(len(_weights(fsdp_run))))  # every parameter's state, whole
+    assert set(load_file(str(killed / "checkpoints" / "step-000006" / "weights" / "model.safetensors"))) == set(_weights(fsdp_run))
+
+    alone = tmp_path / "alone"  # the same checkpoint resumed in one process: the format is one process's
+    shutil.copytree(killed, alone)
+    resumed = _cli("resume", str(killed), "--nproc", "2", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [e for e in read_events(killed) if e["type"] == "train.resumed"][-1]["step"] == 6
+    in_one = _cli("resume", str(alone), "--distributed", "ddp", "--json")
+    assert in_one.returncode == 0, in_one.stderr[-3000:]
+    assert _max_difference(_weights(fsdp_run), _weights(alone)) <= 1e-5
+    difference = _max_difference(_weights(fsdp_run), _weights(killed))
+    print(f"max |weights(uninterrupted) - weights(killed and resumed)| = {difference:.3g}")
+    assert difference <= 1e-6
+    assert json.loads((killed / "results.json").read_text())["status"] == "succeeded"

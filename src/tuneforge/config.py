@@ -46,6 +46,7 @@ Auto = Literal["auto"]
 AUTO_FALLBACKS: dict[str, Any] = {"epochs": 3.0, "batch_size": 8, "learning_rate": None, "max_length": 512,
                                   "warmup_steps": None, "lora_r": 16, "early_stopping": False}
 AUTO_FIELDS = tuple(AUTO_FALLBACKS)
+FSDP_METHODS = ("full", "lora")  # the methods distributed: fsdp trains (tested: train/fsdp.py, tests/test_fsdp.py)
 
 
 
@@ -242,6 +243,10 @@ class FineTuningConfig(BaseModel):
         2, ge=0, le=100, description="before training, time this many optimizer steps (after one warm-up) on the real "
         "training path and print the expected training time, tokens and cost; the model is left unchanged; 0 = skip")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less memory, about a third slower")
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="how several processes (--nproc N, torchrun) share the training: ddp (every process holds the "
+        "whole model) or fsdp (weights, gradients and optimizer state sharded over the processes; methods "
+        + ", ".join(FSDP_METHODS) + ")")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto", description="compute format: auto = bf16 where the CPU (AMX/AVX512-BF16) or GPU does bf16 natively, "
         "else fp32; LoRA keeps the frozen base in bf16 and the adapters in fp32, full fine-tuning uses bf16 autocast")
@@ -414,6 +419,9 @@ class FineTuningConfig(BaseModel):
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
         problems: list[str] = self._method_option_problems() + self._objective_option_problems()
+        if self.distributed == "fsdp" and self.method not in FSDP_METHODS:
+            problems.append(f"distributed: fsdp trains methods {', '.join(FSDP_METHODS)}, not {self.method!r}; "
+                            "use --distributed ddp for it")
         if self.early_stopping is True and self.evaluation_strategy == "no":
             problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
         if self.validation_split + self.test_split >= 0.9:

@@ -26,6 +26,7 @@ examples:
   tuneforge monitor runs/mine                             follow a running run live (or replay a finished one)
   tuneforge resume runs/mine                              continue an interrupted run exactly where it stopped
   tuneforge finetune --data my.jsonl --nproc 2            train in 2 processes (DDP: gloo on CPU, NCCL on GPUs)
+  tuneforge finetune --data my.jsonl --method full --nproc 2 --distributed fsdp   ... the model sharded (FSDP)
   tuneforge validate my.jsonl --model smollm2-135m-instruct   the data doctor: every problem, token counts
   tuneforge demo                                          the bundled example task, end to end
   tuneforge search --config search.yaml                   hyperparameter search with Optuna (trials, pruning, best config)
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of an interrupted, killed or failed run")
     resume.add_argument("--json", action="store_true", help="print results.json instead of tables")
     _nproc_flag(resume)
+    resume.add_argument("--distributed", choices=["ddp", "fsdp"], default=None,
+                        help="how the processes share the training from here on (default: the run's own); a checkpoint "
+                        "of either resumes under the other or in one process")
     resume.set_defaults(handler=cmd_resume)
 
     monitor = commands.add_parser(
@@ -382,7 +386,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a tuneforge run directory (no config.yaml); nothing to resume")
-    config = load_config(run_dir / "config.yaml", {"output": str(run_dir), "resume": True})
+    overrides = {"output": str(run_dir), "resume": True, **({"distributed": args.distributed} if args.distributed else {})}
+    config = load_config(run_dir / "config.yaml", overrides)
     launched = _launch(args, run_dir) if args.nproc else None
     return launched if launched is not None else _run_finetune(config, args.json)
 

@@ -77,6 +77,9 @@ class FineTuningPipeline:
         created = distributed.join_process_group()
         try:
             world = distributed.current_world()
+            if not world.active and self.config.distributed == "fsdp":
+                raise ConfigError(["distributed: fsdp shards the model over several processes, and this is one; "
+                                   "add --nproc N (N >= 2), start it under torchrun, or use --distributed ddp"])
             if world.active and self.config.cross_validation:
                 raise ConfigError(["cross_validation: runs one fold after another in one process; "
                                    "start it without torchrun / --nproc"])

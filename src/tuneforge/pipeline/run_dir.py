@@ -27,7 +27,8 @@ RUN_DATA = "data"  # RUN_DIR/data/: the prepared splits the run trains on (data/
 # Settings a resumed run may change: they do not touch the training trajectory.
 RESUME_MAY_CHANGE = {"resume", "output", "name", "report_to", "logging_steps", "evaluate_base", "max_eval_examples",
                      "baselines", "baseline_shots", "baseline_retriever", "judge", "judge_rubric", "forgetting_check",
-                     "max_new_tokens", "evaluation_metrics", "json_schema", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps"}
+                     "max_new_tokens", "evaluation_metrics", "json_schema", "cost_per_hour", "on_issue", "max_rollbacks", "estimate_steps",
+                     "distributed"}  # (a checkpoint of a DDP, FSDP or one-process run is the same)
 
 
 def with_absolute_paths(config: FineTuningConfig) -> FineTuningConfig:

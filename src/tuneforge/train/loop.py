@@ -45,7 +45,7 @@ from tuneforge.train.checkpoint import (
     set_rng_state,
     verify_checkpoint,
 )
-from tuneforge.train import distributed
+from tuneforge.train import distributed, fsdp
 from tuneforge.train.distributed import current_world, rng_file, shard_group
 from tuneforge.train.monitor import Issue, MonitorSettings, TrainingMonitor
 from tuneforge.train.objectives import run_loss_sums
@@ -106,7 +106,7 @@ class GroupSums:
 
 def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningConfig,
                          loss_sums: Callable[[Any, dict[str, Any]], LossSums], precision: str, pad_token_id: int,
-                         device: str, total_tokens: int | None = None) -> GroupSums:
+                         device: str, total_tokens: int | None = None, filler: list[Any] | None = None) -> GroupSums:
     """Forward and backward over one accumulation group (``group``: batches of encoded examples).
 
     The batches are packed or padded as the config says and split into passes of at most
@@ -115,16 +115,24 @@ def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningC
     training-time estimate (train/estimate.py) so that it measures exactly what training runs.
     ``total_tokens`` is what the summed loss is divided by: the labelled tokens of the global group
     when this process trains only its share of it (train/distributed.py); default: ``group``'s own.
+    ``filler`` (FSDP, where every pass is a collective): this process adds zero-weight passes over
+    these items until it has made as many passes as the busiest process.
     """
     trained_tokens = total_tokens if total_tokens is not None else sum(item.trained_tokens for batch in group for item in batch)
     loss_sum, correct, processed = 0.0, 0, 0
     metrics: dict[str, float] = {}
     passes = [part for batch in group for part in split_into_passes(batch, config.micro_batch_tokens, config.packing)]
+    if filler is not None:
+        passes += [None] * fsdp.filler_passes(len(passes))
     for batch_items in passes:
-        batch = collate_packed(batch_items) if config.packing else collate(batch_items, pad_token_id)
+        filling = batch_items is None
+        batch = collate_packed(batch_items or filler) if config.packing else collate(batch_items or filler, pad_token_id)
         batch = _to_device(batch, device)
         with forward_context(model, precision):
             sums = training_loss_sums(loss_sums, model, batch)
+        if filling:  # the collectives of a pass, nothing of its loss
+            (sums.loss_sum * 0.0).backward()
+            continue
         (sums.loss_sum / trained_tokens).backward()
         loss_sum += float(sums.loss_sum.detach())
         correct += sums.correct
@@ -203,6 +211,14 @@ class _Run:
         self.precision = resolve_precision(config.precision, self.device)
         # The objective computes the loss; the method says whether it must run the wrapper's forward.
         self.loss_sums = run_loss_sums(config)
+        # FSDP: the loop trains a sharded model; rank 0 keeps ``model`` whole (``plain``) to save and hand back.
+        self.fsdp = config.distributed == "fsdp" and self.world.active
+        self.plain: Any = None
+        if self.fsdp:
+            self.plain = model if self.world.is_main else None
+            self.model = fsdp.copy_to_shard(model, self.world.is_main)
+            self.loss_sums = fsdp.sharded_loss_sums(fsdp.shard(self.model, self.loss_sums))
+            model = self.model
         self.lengths = [len(item.input_ids) for item in train_set.items]
         self.n_batches = math.ceil(len(self.lengths) / config.batch_size)
         self.accumulation = config.gradient_accumulation_steps
@@ -249,19 +265,30 @@ class _Run:
                 raise TrainingError(f"the processes of this run would train differently (data fingerprint, settings hash "
                                     f"by rank: {plans}); every process must tokenize the same splits with the same "
                                     "tokenizer and settings")
-            distributed.broadcast_parameters(self.model)  # every process starts from rank 0's trainable weights, as DDP does
+            if not self.fsdp:  # (fsdp.shard broadcast them before sharding)
+                distributed.broadcast_parameters(self.model)  # every process starts from rank 0's trainable weights, as DDP does
             self.process_ids = distributed.gather_objects(os.getpid())
         self.emit("train.started", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                   warmup_steps=self.warmup, examples=len(self.lengths), batch_size=self.config.batch_size,
                   gradient_accumulation_steps=self.accumulation, start_step=self.state.step, processes=self.world.size,
-                  process_ids=self.process_ids)
+                  process_ids=self.process_ids, distributed=self.config.distributed if self.world.active else None)
         self.clock_start = time.perf_counter() - self.state.train_seconds
         return rng
 
     def load_weights(self, weights_dir: Path) -> None:
-        """Checkpoint weights back into the model: the method's own loader, else the generic one."""
-        if not get_method(self.config.method).load_weights(self.model, weights_dir):
-            load_weights(self.model, weights_dir)
+        """Checkpoint weights back into the model: the method's own loader, else the generic one.
+
+        FSDP: rank 0 loads them into its whole model, and every shard is filled from it."""
+        if self.fsdp:
+            if self.world.is_main:
+                self._load_plain_weights(self.plain, weights_dir)
+            fsdp.load_full_weights(self.model, self.plain.state_dict() if self.world.is_main else None)
+            return
+        self._load_plain_weights(self.model, weights_dir)
+
+    def _load_plain_weights(self, model: Any, weights_dir: Path) -> None:
+        if not get_method(self.config.method).load_weights(model, weights_dir):
+            load_weights(model, weights_dir)
 
     def restore(self, path: Path) -> dict[str, Any]:
         """Load weights, optimizer, schedule, trainer and monitor state from checkpoint ``path``; return its RNG state."""
@@ -273,7 +300,11 @@ class _Run:
             raise CheckpointError(f"{path} was trained on other data than the data given now; resume needs the same "
                                   "data files (and the same --seed, --max-length and splits)")
         self.load_weights(path / "weights")
-        self.optimizer.load_state_dict(load_state_file(path / "optimizer.pt"))
+        if self.fsdp:
+            fsdp.load_full_optimizer(self.model, self.optimizer,
+                                     load_state_file(path / "optimizer.pt") if self.world.is_main else None)
+        else:
+            self.optimizer.load_state_dict(load_state_file(path / "optimizer.pt"))
         self.scheduler.load_state_dict(load_state_file(path / "scheduler.pt"))
         own = path / rng_file(self.world.rank)  # each process continues its own generators
         rng = load_state_file(own if own.is_file() else path / rng_file(0))
@@ -283,6 +314,10 @@ class _Run:
 
     def finish(self) -> TrainOutcome:
         outcome, state = self.outcome, self.state
+        if self.fsdp:  # the caller's model (rank 0's whole one) gets the trained weights, as without FSDP
+            weights, _ = fsdp.gather_full_state(self.model)
+            if self.world.is_main:
+                fsdp.into_plain(self.plain, weights)
         outcome.steps = state.step
         outcome.epochs = round(min(self.config.epochs, state.step / self.steps_per_epoch), 4)
         outcome.train_seconds = time.perf_counter() - self.clock_start
@@ -368,11 +403,13 @@ class _Run:
         # With several processes this one trains its share of the group, divided by the whole group's tokens.
         group_tokens = sum(self.train_set.items[i].trained_tokens for indices in group for i in indices)
         items = [[self.train_set.items[i] for i in indices] for indices in shard_group(group, self.world)]
+        filler = [self.train_set.items[group[0][0]]] if self.fsdp else None
         sums = accumulate_gradients(self.model, items, config, self.loss_sums, self.precision, self.pad_token_id,
-                                    self.device, total_tokens=group_tokens)
+                                    self.device, total_tokens=group_tokens, filler=filler)
         loss_sum, correct, processed = sums.loss_sum, sums.correct, sums.processed_tokens
         if self.world.active:
-            distributed.all_reduce_gradients(self.model)
+            if not self.fsdp:  # (FSDP reduce-scatters them in the backward passes)
+                distributed.all_reduce_gradients(self.model)
             loss_sum, correct, processed = distributed.sum_over_ranks([loss_sum, correct, processed])
             correct, processed = int(correct), int(processed)
             sums.metrics = _metric_sums_over_ranks(sums.metrics)
@@ -533,9 +570,15 @@ class _Run:
         keep = {state.best_step} if state.best_step is not None and self.config.final_weights == "best" else set()
         rng_states = distributed.gather_objects(rng_state()) if self.world.active else None
         path = self.checkpoints_dir / checkpoint_name(state.step)
+        model, optimizer = self.model, self.optimizer
+        if self.fsdp:  # the whole state, gathered onto rank 0, in the format of one process's checkpoint
+            weights, optimizer_state = fsdp.gather_full_state(self.model, self.optimizer)
+            if self.world.is_main:
+                fsdp.into_plain(self.plain, weights)
+                model, optimizer = self.plain, fsdp.SavedOptimizer(optimizer_state)
         if self.world.is_main:  # the processes hold the same weights and optimizer state: one writes them
-            path = save_checkpoint(self.checkpoints_dir, state.step, lambda out: self.save_weights(self.model, out),
-                                   self.optimizer, self.scheduler, state.to_dict(), self.config.save_total_limit, keep,
+            path = save_checkpoint(self.checkpoints_dir, state.step, lambda out: self.save_weights(model, out),
+                                   optimizer, self.scheduler, state.to_dict(), self.config.save_total_limit, keep,
                                    rng_states=rng_states)
         if self.world.active:  # the others may read it (rollback, best weights) once it is committed
             distributed.barrier()
@@ -604,4 +647,4 @@ def _clip(model: Any, max_norm: float | None) -> float:
     if not parameters:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm else float("inf"))
-    return float(norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
