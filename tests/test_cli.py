@@ -487,7 +487,7 @@ def test_subprocess_unexpected_error_has_no_traceback_and_error_log_has_it(tmp_p
     """A fresh interpreter: an exception inside training is one message on stderr; RUN_DIR/error.log holds the traceback."""
     run_dir = tmp_path / "run"
     script = (
-        "import sys, tuneforge.pipeline as p\n"
+        "import sys, tuneforge.pipeline.run as p\n"
         "def fit(*a, **k):\n    raise ValueError('something nobody foresaw')\n"
         "p.fit = fit\n"
         "from tuneforge.cli.main import main\n"
