@@ -2,21 +2,32 @@
 
 ``FineTuningConfig`` is validated once, at the edge; every invalid value is reported at the same
 time with its field name. ``load_config`` reads YAML and applies overrides (CLI flags win).
+
+This module holds the fields, in groups (what to train on, what to train, how, evaluation, ...).
+The checks its validators run are in config_checks.py; the ``auto`` values and the method's
+default learning rate in config_auto.py. Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuneforge import config_checks as checks
+from tuneforge.config_auto import (AUTO, AUTO_FALLBACKS, AUTO_FIELDS, DEFAULT_LEARNING_RATE, Auto, ResolvedValue,
+                                   resolved_problems)
+from tuneforge.config_checks import (DEFAULT_ISSUE_ACTIONS, FSDP_METHODS, ISSUE_ACTIONS, ISSUE_KINDS,
+                                     method_option_owners, objective_option_owners, template_problem)
 from tuneforge.core.errors import ConfigError
-from tuneforge.core.registries import METHODS, METRICS, OBJECTIVES, SINKS
-from tuneforge.core.registry import Registry
+from tuneforge.core.registries import METHODS, OBJECTIVES
+
+__all__ = ["AUTO", "AUTO_FALLBACKS", "AUTO_FIELDS", "DEFAULT_ISSUE_ACTIONS", "DEFAULT_LEARNING_RATE", "DEFAULT_MODEL",
+           "FSDP_METHODS", "ISSUE_ACTIONS", "ISSUE_KINDS", "Auto", "BestMetric", "DataFormat", "FinalWeights",
+           "FineTuningConfig", "Metric", "ResolvedValue", "Scheduler", "Strategy", "load_config", "make_config",
+           "method_option_owners", "objective_option_owners", "template_problem"]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -26,125 +37,6 @@ DataFormat = str  # a row format registered in core.registries.ROW_FORMATS (data
 Metric = str  # an evaluation metric registered in core.registries.METRICS (evaluate/metrics.py), or a module:attribute plug-in
 BestMetric = Literal["validation_loss", "validation_accuracy", "validation_perplexity"]
 FinalWeights = Literal["best", "last"]
-
-# What the training monitor can detect, and what it may do about each (see train/monitor.py).
-ISSUE_KINDS = (
-    "nan_loss", "nan_gradient", "loss_spike", "divergence", "exploding_gradients", "overfitting", "plateau",
-    "lr_too_high", "lr_too_low", "throughput_drop", "memory_creep",
-)
-ISSUE_ACTIONS = ("warn", "stop", "rollback", "ignore")
-# A non-finite loss or gradient stops the run; everything else is reported and training goes on.
-# Overfitting also stops when early stopping is on (unless on_issue says otherwise).
-DEFAULT_ISSUE_ACTIONS: dict[str, str] = {kind: "warn" for kind in ISSUE_KINDS} | {"nan_loss": "stop", "nan_gradient": "stop"}
-
-# ``auto``: the value is chosen from the data before training (train/auto.py, README "Defaults chosen from the
-# data"), recorded in ``resolved`` with its reason. Where nothing chose one (a config used outside a run: a test
-# calling ``fit``, ``validate --estimate-time``), ``concrete()`` falls back to the fixed defaults tuneforge had
-# before ``auto``.
-AUTO = "auto"
-Auto = Literal["auto"]
-AUTO_FALLBACKS: dict[str, Any] = {"epochs": 3.0, "batch_size": 8, "learning_rate": None, "max_length": 512,
-                                  "warmup_steps": None, "lora_r": 16, "early_stopping": False}
-AUTO_FIELDS = tuple(AUTO_FALLBACKS)
-FSDP_METHODS = ("full", "lora")  # the methods distributed: fsdp trains (tested: train/fsdp.py, tests/test_fsdp.py)
-
-
-
-class _DefaultLearningRates(Mapping[str, float]):
-    """method name -> the learning rate used when the config gives none; each method's spec owns it
-    (``TrainingMethod.default_learning_rate``: rates that work for small-task fine-tuning of ~100M-1B models)."""
-
-    def __getitem__(self, method: str) -> float:
-        from tuneforge.core.errors import UnknownNameError
-
-        try:
-            return float(METHODS.get(method).default_learning_rate)
-        except UnknownNameError:
-            raise KeyError(method) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(METHODS.names())
-
-    def __len__(self) -> int:
-        return len(METHODS.names())
-
-
-DEFAULT_LEARNING_RATE: Mapping[str, float] = _DefaultLearningRates()
-
-
-def _registered(registry: Registry[Any], field: str, name: str) -> str:
-    """``name`` if ``registry`` resolves it (plug-ins are imported here), else a ValueError listing the valid names."""
-    problem = registry.problem(name, field)
-    if problem:
-        raise ValueError(problem.removeprefix(f"{field}: "))
-    return name
-
-
-def _method_or_none(name: Any) -> Any:
-    """The registered training method ``name``, or None when it does not resolve (the field validator reports that)."""
-    from tuneforge.core.errors import TuneforgeError
-
-    if not isinstance(name, str):
-        return None
-    try:
-        return METHODS.get(name)
-    except TuneforgeError:
-        return None
-
-
-def _objective_or_none(name: Any) -> Any:
-    """The registered objective ``name``, or None when it does not resolve (the field validator reports that)."""
-    from tuneforge.core.errors import TuneforgeError
-
-    if not isinstance(name, str):
-        return None
-    try:
-        return OBJECTIVES.get(name)
-    except TuneforgeError:
-        return None
-
-
-def objective_option_owners() -> dict[str, list[str]]:
-    """Config field -> the registered objectives that read it (their ``options``)."""
-    owners: dict[str, list[str]] = {}
-    for name in OBJECTIVES.names():
-        for option in getattr(_objective_or_none(name), "options", ()):
-            owners.setdefault(option, []).append(name)
-    return owners
-
-
-def method_option_owners() -> dict[str, list[str]]:
-    """Config field -> the registered methods that read it (their spec's ``options``), in registry order."""
-    owners: dict[str, list[str]] = {}
-    for name in METHODS.names():
-        method = _method_or_none(name)
-        for option in getattr(method, "options", ()):
-            owners.setdefault(option, []).append(name)
-    return owners
-
-
-def template_problem(template: str) -> str | None:
-    """What is wrong with a ``--text-template`` (None if it is usable)."""
-    import string
-
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as error:
-        return f"not a valid template ({error}); write placeholders as {{field}} and literal braces as {{{{ }}}}"
-    if not fields:
-        return "needs at least one {field} placeholder naming a column"
-    if any(not name or not name.isidentifier() for name in fields):
-        return "every placeholder must name a column, e.g. {question}"
-    return None
-
-
-class ResolvedValue(BaseModel):
-    """A value chosen for a field left ``auto`` (train/auto.py), and why."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    value: Any
-    reason: str = ""
 
 
 class FineTuningConfig(BaseModel):
@@ -326,110 +218,60 @@ class FineTuningConfig(BaseModel):
     output: str | None = Field(None, description="run directory; default runs/<name>")
     name: str | None = None
 
+    # --- validators: the checks are in config_checks.py -----------------------------------------
     @field_validator("memory_limit")
     @classmethod
     def _check_memory_limit(cls, value: str | None) -> str | None:
-        if value is not None:
-            from tuneforge.core.memory import parse_memory_size
-
-            try:
-                parse_memory_size(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a memory size; write it like 12GB, 800MB or 1.5TB") from None
-        return value
+        return checks.check_memory_limit(value)
 
     @field_validator("data_format")
     @classmethod
     def _check_data_format(cls, value: str) -> str:
-        """``auto``, a registered row format, or a ``module:attribute`` plug-in; unknown names list the valid ones."""
-        from tuneforge.core.registries import ROW_FORMATS
-
-        problem = ROW_FORMATS.problem(value, "data_format") if value != "auto" else None
-        if problem:
-            raise ValueError(problem.removeprefix("data_format: "))
-        return value
+        return checks.check_data_format(value)
 
     @field_validator("on_issue", mode="before")
     @classmethod
     def _parse_on_issue(cls, value: Any) -> Any:
-        """Accept ``"kind=action,kind=action"`` (the CLI form) as well as a mapping."""
-        if isinstance(value, str):
-            pairs = [item.strip() for item in value.split(",") if item.strip()]
-            if any("=" not in pair for pair in pairs):
-                raise ValueError("write KIND=ACTION pairs separated by commas, e.g. 'loss_spike=rollback,overfitting=stop'")
-            return {k.strip(): v.strip() for k, v in (pair.split("=", 1) for pair in pairs)}
-        return value
+        return checks.parse_on_issue(value)
 
     @field_validator("on_issue")
     @classmethod
     def _check_on_issue(cls, value: dict[str, str]) -> dict[str, str]:
-        problems = [f"unknown issue kind {kind!r}; choose from {', '.join(ISSUE_KINDS)}" for kind in value if kind not in ISSUE_KINDS]
-        problems += [f"unknown action {action!r} for {kind}; choose from {', '.join(ISSUE_ACTIONS)}"
-                     for kind, action in value.items() if action not in ISSUE_ACTIONS]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+        return checks.check_on_issue(value)
 
     @field_validator("report_to", mode="before")
     @classmethod
     def _parse_report_to(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return checks.comma_list(value)
 
     @field_validator("report_to")
     @classmethod
     def _drop_none(cls, value: list[str]) -> list[str]:
-        sinks = [item for item in dict.fromkeys(value) if item != "none"]
-        problems = [problem for item in sinks if (problem := SINKS.problem(item, "report_to"))]
-        if problems:
-            raise ValueError("; ".join(p.removeprefix("report_to: ") for p in problems))
-        return sinks
+        return checks.check_report_to(value)
 
     @field_validator("method")
     @classmethod
     def _check_method(cls, value: str) -> str:
-        return _registered(METHODS, "method", value)
+        return checks.registered(METHODS, "method", value)
 
     @field_validator("evaluation_metrics")
     @classmethod
     def _check_metrics(cls, value: list[str]) -> list[str]:
-        problems = [problem for item in value if (problem := METRICS.problem(item, "evaluation_metrics"))]
-        if problems:
-            raise ValueError("; ".join(p.removeprefix("evaluation_metrics: ") for p in problems))
-        return list(dict.fromkeys(value))
+        return checks.check_metrics(value)
 
     @field_validator("objective")
     @classmethod
     def _check_objective(cls, value: str) -> str:
-        return _registered(OBJECTIVES, "objective", value)
+        return checks.registered(OBJECTIVES, "objective", value)
 
     @model_validator(mode="before")
     @classmethod
     def _packing_default(cls, values: Any) -> Any:
-        """``packing`` left unset is off for a method whose wrapper cannot take packed batches, and for an
-        objective that trains on padded batches (the pairwise ones: chosen and rejected rows side by side)."""
-        if isinstance(values, dict) and "packing" not in values:
-            method = _method_or_none(values.get("method", "lora"))
-            objective = _objective_or_none(values.get("objective", "sft"))
-            if (method is not None and not method.supports_packing) or not getattr(objective, "supports_packing", True):
-                values = {**values, "packing": False}
-        return values
+        return checks.packing_default(values)
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> FineTuningConfig:
-        problems: list[str] = self._method_option_problems() + self._objective_option_problems()
-        if self.distributed == "fsdp" and self.method not in FSDP_METHODS:
-            problems.append(f"distributed: fsdp trains methods {', '.join(FSDP_METHODS)}, not {self.method!r}; "
-                            "use --distributed ddp for it")
-        if self.early_stopping is True and self.evaluation_strategy == "no":
-            problems.append("early_stopping needs evaluations: set evaluation_strategy to 'steps' or 'epoch'")
-        if self.validation_split + self.test_split >= 0.9:
-            problems.append("validation_split + test_split must leave at least 10% of the rows for training")
-        if self.text_template is not None:
-            problem = template_problem(self.text_template)
-            if problem:
-                problems.append(f"text_template: {problem}")
+        problems = checks.cross_field_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -437,65 +279,12 @@ class FineTuningConfig(BaseModel):
     @field_validator("resolved")
     @classmethod
     def _check_resolved(cls, value: dict[str, ResolvedValue]) -> dict[str, ResolvedValue]:
-        problems = []
-        for name, item in value.items():
-            field = cls.model_fields.get(name)
-            if field is None or name == "resolved":
-                problems.append(f"{name!r} is not a config field")
-                continue
-            try:
-                annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-                TypeAdapter(annotation).validate_python(item.value)
-            except ValidationError as error:
-                problems.append(f"{name}: {error.errors()[0]['msg']} (got {item.value!r})")
-            if item.value == AUTO:
-                problems.append(f"{name}: a resolved value cannot be 'auto'")
+        problems = resolved_problems(cls.model_fields, value)
         if problems:
             raise ValueError("; ".join(problems))
         return value
 
-    def _method_option_problems(self) -> list[str]:
-        """Options of another method given a non-default value, and packing the method cannot take."""
-        method = _method_or_none(self.method)
-        if method is None:
-            return []
-        problems = []
-        for field, owners in method_option_owners().items():
-            if field in method.options or field not in self.model_fields_set:
-                continue
-            if getattr(self, field) != FineTuningConfig.model_fields[field].get_default(call_default_factory=True):
-                flag = "--" + field.replace("_", "-")
-                problems.append(f"{field} ({flag}) is an option of method {', '.join(owners)}, not of method {self.method!r}; "
-                                f"remove it, or choose --method {owners[0]}")
-        if self.adapter_name is not None and method.output_dir != "adapter":
-            problems.append(f"adapter_name: method {self.method!r} trains the whole model, not an adapter; "
-                            "use --name for the run directory")
-        if self.packing and not method.supports_packing:
-            problems.append(f"packing: method {self.method!r} cannot take packed batches (its wrapper adds virtual tokens "
-                            "to every row); leave packing unset or set it to false")
-        return problems
-
-    def _objective_option_problems(self) -> list[str]:
-        """Options of another objective given a non-default value; what the objective itself refuses."""
-        objective = _objective_or_none(self.objective)
-        if objective is None:
-            return []
-        problems = []
-        for field, owners in objective_option_owners().items():
-            if field in getattr(objective, "options", ()) or field not in self.model_fields_set:
-                continue
-            if getattr(self, field) != FineTuningConfig.model_fields[field].get_default(call_default_factory=True):
-                flag = "--" + field.replace("_", "-")
-                problems.append(f"{field} ({flag}) is an option of objective {', '.join(owners)}, not of objective "
-                                f"{self.objective!r}; remove it, or choose --objective {owners[0]}")
-        if self.packing and not getattr(objective, "supports_packing", True):
-            problems.append(f"packing: objective {self.objective!r} trains on padded batches (chosen and rejected answers "
-                            "side by side); leave packing unset or set it to false")
-        check = getattr(objective, "config_problems", None)
-        if check is not None:
-            problems += check(self, _method_or_none(self.method))
-        return problems
-
+    # --- what the run reads ---------------------------------------------------------------------
     @property
     def issue_actions(self) -> dict[str, str]:
         """The action for every issue kind: the defaults, overfitting stopping under early stopping, then ``on_issue``."""
@@ -534,31 +323,13 @@ class FineTuningConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-_UNION_BRANCH = re.compile(r"^(constrained-)?(int|float|bool|str|none)$|^literal\[")
-
-
-def _problems_of(error: ValidationError) -> list[str]:
-    problems = []
-    items = error.errors()
-    for item in items:
-        loc = [str(part) for part in item["loc"]]
-        if loc and loc[-1] == "literal['auto']" and len(items) > 1:
-            continue  # a number-or-auto field: the number's problem is the one to show
-        field = ".".join(part for part in loc if not _UNION_BRANCH.match(part)) or "config"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{field}: unknown field; `tuneforge finetune --help` lists the valid ones")
-            continue
-        message = item["msg"].replace("Input should be", "must be").replace("Value error, ", "")
-        problems.append(f"{field}: {message} (got {item.get('input')!r})")
-    return problems
-
 
 def make_config(values: dict[str, Any], source: str | None = None) -> FineTuningConfig:
     """Validate ``values`` into a config, raising ``ConfigError`` with every problem at once."""
     try:
         return FineTuningConfig(**values)
     except ValidationError as error:
-        raise ConfigError(_problems_of(error), source) from None
+        raise ConfigError(checks.problems_of(error), source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FineTuningConfig:

@@ -9,6 +9,8 @@ result checks score answers as evaluation does); what the map forbids is reachin
 
 Where the top-level modules sit, decided by what they import and who needs them:
 
+- ``config_checks`` and ``config_auto`` (the checks behind ``FineTuningConfig``'s validators; its ``auto``
+  values) are parts of ``config``: layer 1 with it.
 - ``report`` (report.html from events.jsonl and results.json) imports only core and monitor, and the
   monitor's ``generate_report`` uses it: layer 1, beside the events it draws.
 - ``runs`` (find and load a finished run directory) imports config, model and monitor: layer 3, beside
@@ -31,7 +33,7 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("core", "errors, paths, registries, status words, small helpers: standard library only",
      ("tuneforge.core",)),
     ("config+monitor", "the validated run configuration; events.jsonl, metric sinks and the report drawn from them",
-     ("tuneforge.config", "tuneforge.monitor", "tuneforge.report")),
+     ("tuneforge.config", "tuneforge.config_auto", "tuneforge.config_checks", "tuneforge.monitor", "tuneforge.report")),
     ("data+model", "reading, checking and tokenizing data; loading and wrapping models (methods, losses, kernels)",
      ("tuneforge.data", "tuneforge.model", "tuneforge.samples")),
     ("train+inference+evaluate+export", "what is done with a model and data: train, generate, score, export, load a run",
