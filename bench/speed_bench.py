@@ -1,4 +1,4 @@
-"""Training speed: tuneforge against TRL's SFTTrainer on the same work, measured by this harness.
+"""Training speed: tuneforge against TRL's SFTTrainer and Microsoft Olive's ``olive finetune`` on the same work.
 
 The work (fixed by the speed issue): SmolLM2-135M-Instruct, LoRA r=16 alpha=32 dropout 0 on all
 linear layers, batch 8, max_length 512, lr 2e-4, linear decay, no warmup, one epoch over the first
@@ -6,7 +6,9 @@ linear layers, batch 8, max_length 512, lr 2e-4, linear decay, no warmup, one ep
 default precision (``auto``: bf16 where the CPU has AMX/AVX512-BF16, else fp32) unless a
 configuration says otherwise; TRL runs fp32 ("tuned for CPU", as the speed issue measured it), bf16
 autocast, and its defaults (bf16 + gradient checkpointing), so its best configuration on *this*
-machine is known rather than assumed.
+machine is known rather than assumed. Olive (``olive-*``) runs from its own venv (``make setup-olive``; skipped
+with the reason where it is missing) through bench/olive_peer.py, which says what Olive forces (packing to 512,
+loss on all tokens, LoRA dropout 0.05 unless its saved config is edited).
 
 Each configuration runs in a fresh subprocess (one process tree, one at a time). The harness itself:
 - counts real (non-padding) tokens and label tokens from the batches that reach the model,
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import cpu_steal, machine, matmul_peak_gflops, steal_percent  # noqa: F401  (used below and by the workers)
+from olive_peer import run_olive
+from olive_peer import skip_reason as olive_skip_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "docstrings.jsonl"
@@ -63,6 +67,12 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     # The memory lever of the scale issue: smaller passes (same gradients), their cost in speed.
     "tuneforge-b8-passes-1024": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024},
     "tuneforge-b8-passes-512": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 512},
+    # Microsoft Olive 0.13 `olive finetune --torch_dtype float32` (bench/olive_peer.py): Olive's defaults for what the
+    # work does not fix (gradient checkpointing on, LoRA dropout 0.05), then without checkpointing, then also dropout 0.
+    "olive-fp32": {"framework": "olive", "batch_size": 8},
+    "olive-fp32-no-checkpointing": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False},
+    "olive-fp32-no-checkpointing-dropout0": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False,
+                                             "lora_dropout": 0.0},
 }
 
 
@@ -342,7 +352,8 @@ def main() -> None:
             result = run_untrained()
         else:
             config = CONFIGS[args.worker]
-            result = run_tuneforge(config) if config["framework"] == "tuneforge" else run_trl(config)
+            workers = {"tuneforge": run_tuneforge, "trl": run_trl, "olive": run_olive}
+            result = workers[config["framework"]](config)
         print(json.dumps(result))
         return
 
@@ -366,8 +377,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", flush=True)
-        results[name] = run_worker(name)
-        keys = ("tokens_per_second", "peak_rss_mb", "held_out_loss", "precision", "cpu_steal_percent", "error")
+        skipped = olive_skip_reason() if CONFIGS[name]["framework"] == "olive" else None
+        results[name] = {"skipped": skipped} if skipped else run_worker(name)
+        keys = ("tokens_per_second", "peak_rss_mb", "held_out_loss", "precision", "cpu_steal_percent", "error", "skipped")
         print("  " + json.dumps({key: results[name][key] for key in keys if key in results[name]})[-600:], flush=True)
         if not args.no_write:
             # Written after every configuration, so a long run that is cut short still leaves its figures.

@@ -32,7 +32,11 @@ LABELS = {
     "trl-bf16": "TRL SFTTrainer, bf16 autocast, grad-ckpt off",
     "trl-tuned-packing": "TRL SFTTrainer, bf16 off, grad-ckpt off, packing=True",
     "trl-defaults": "TRL SFTTrainer defaults (bf16 autocast, grad-ckpt on)",
+    "olive-fp32": "Olive `olive finetune --torch_dtype float32` (packs to 512, grad-ckpt on, dropout 0.05)",
+    "olive-fp32-no-checkpointing": "Olive, fp32, `--gradient_checkpointing False` (packs to 512, dropout 0.05)",
+    "olive-fp32-no-checkpointing-dropout0": "Olive, fp32, grad-ckpt off, its config with lora_dropout 0 (packs to 512)",
 }
+PEERS = ("trl", "olive")  # the other tools' configuration names start with these
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -55,9 +59,10 @@ def speed_section(report: dict[str, Any]) -> str:
     peak_text = ", ".join(f"{name} **{value:.0f} GFLOP/s**" for name, value in peaks.items())
     limits = ", ".join(f"{peaks[name] * 1e9 / flops['lora']:.0f} tokens/s in {name}" for name in peaks)
     lines = [
-        "## Training speed: tuneforge vs TRL SFTTrainer",
+        "## Training speed: tuneforge vs TRL SFTTrainer and Microsoft Olive",
         "",
-        "Reproduce: `make bench` (installs the `bench` extra with TRL, then runs `bench/speed_bench.py`).",
+        "Reproduce: `make bench` (installs the `bench` extra with TRL and Olive's own venv, `make setup-olive`, "
+        "then runs `bench/speed_bench.py`).",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GiB"
         + (", native bf16 (AMX/AVX512-BF16)" if machine.get("native_bf16") else ", no native bf16")
@@ -82,6 +87,9 @@ def speed_section(report: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
+        if "skipped" in result:
+            lines.append(f"| {LABELS.get(name, name)} | | skipped: {result['skipped']} | | | | | | |")
+            continue
         if "error" in result:
             lines.append(f"| {LABELS.get(name, name)} | | failed: {result['error'][-120:].strip()} | | | | | | |")
             continue
@@ -99,6 +107,7 @@ def speed_section(report: dict[str, Any]) -> str:
                   + ", ".join(LABELS.get(name, name) for name in report["rerun"]["configurations"]) + "."]
     untrained = report.get("untrained", {}).get("held_out_loss")
     lines += ["", f"Held-out loss of the untrained model: {_f(untrained, 4)}.", ""]
+    lines += olive_lines(results)
     lines += ratio_lines(results)
     return "\n".join(lines) + "\n"
 
@@ -110,17 +119,32 @@ def best_trl(results: dict[str, Any]) -> str | None:
     return max(measured, key=measured.get) if measured else None
 
 
+def olive_lines(results: dict[str, Any]) -> list[str]:
+    """What Olive's rows measure: its own forced choices differ from the work (bench/olive_peer.py)."""
+    ran = {name: r for name, r in results.items() if name.startswith("olive") and "tokens_per_second" in r}
+    if not ran:
+        return []
+    first = next(iter(ran.values()))
+    return [f"Olive {first.get('olive', '')} (its own venv, same torch/transformers/peft): `olive finetune` packs the "
+            f"chat-templated rows into {first.get('packed_rows')} rows of "
+            f"{first.get('real_tokens_per_packed_row', 0):.0f} tokens (the tail under one row is dropped, attention "
+            "crosses row boundaries) and takes the loss on all tokens, so its real tokens/s counts every packed token "
+            "and its held-out loss (scored on the answers, like every row) is not from the same objective. Its step "
+            "clock is the harness's, hooked into Olive's transformers.Trainer; peak RSS is that of Olive's process. "
+            f"The command: `{first.get('olive_command', '')}`.", ""]
+
+
 def ratio_lines(results: dict[str, Any]) -> list[str]:
     ours = results.get("tuneforge-b8", {})
     best = best_trl(results)
     if "tokens_per_second" not in ours or best is None:
         return []
-    lines = ["### Ratios (tuneforge's default path, batch 8, against TRL)", "",
+    lines = ["### Ratios (tuneforge's default path, batch 8, against TRL and Olive)", "",
              f"TRL's best configuration measured here: **{LABELS.get(best, best)}**. "
              "The goal: at least 5× its speed, at most ¼ of its peak memory, held-out loss within 2 %.", "",
              "| against | speed | peak memory | held-out loss |", "| --- | ---: | ---: | ---: |"]
     for name, theirs in results.items():
-        if not name.startswith("trl") or "tokens_per_second" not in theirs:
+        if not name.startswith(PEERS) or "tokens_per_second" not in theirs:
             continue
         speed = ours["tokens_per_second"] / theirs["tokens_per_second"]
         memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
