@@ -285,6 +285,78 @@ def test_fsdp_with_a_method_it_does_not_train_is_refused_naming_those_it_does(ca
     assert "fsdp trains methods full, lora, not 'qlora'" in err and "--distributed ddp" in err
 
 
+# One accumulation group whose last batch has one item: rank 1 has no share of it and makes a zero-weight pass.
+FSDP_GROUP = [[0, 1, 2, 3], [4, 5], [6]]
+
+
+def group_gradients(model_dir: Path, method_name: str, world: World) -> dict[str, torch.Tensor]:
+    """The gradients of FSDP_GROUP (full tensors): one process, or this process's share under FSDP in ``world``."""
+    from transformers import AutoTokenizer
+
+    from helpers import make_rows
+    from tuneforge.config import make_config
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.data.tokenize import encode_examples
+    from tuneforge.model.methods import get_method, make_trainable
+    from tuneforge.train import fsdp
+    from tuneforge.train.loop import accumulate_gradients
+    from tuneforge.train.objectives import run_loss_sums
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = make_config({"data": "unused.jsonl", "model": str(model_dir), "method": method_name, "batch_size": 4})
+    encoded = encode_examples(tokenizer, [TrainingExample(**row) for row in make_rows(7)], 128).items
+    method = get_method(method_name)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same fresh adapter everywhere
+        model = make_trainable(method, method.load_base(model_dir, "cpu", config, "fp32"), config)
+    loss_sums, filler = run_loss_sums(config), None
+    if world.active:
+        loss_sums, filler = fsdp.sharded_loss_sums(fsdp.shard(model, loss_sums)), [encoded[0]]
+    total = sum(encoded[i].trained_tokens for batch in FSDP_GROUP for i in batch)
+    share = [[encoded[i] for i in batch] for batch in shard_group(FSDP_GROUP, world)]
+    accumulate_gradients(model, share, config, loss_sums, "fp32", tokenizer.pad_token_id, "cpu", total_tokens=total,
+                         filler=filler)
+    return {name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().clone()
+            for name, p in model.named_parameters() if p.grad is not None}
+
+
+FSDP_CHILD = r"""
+import os, sys
+import torch, torch.distributed as dist
+from pathlib import Path
+rank, store, out, model_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2)
+from test_distributed import group_gradients
+from tuneforge.train.distributed import World
+found = {name: group_gradients(model_dir, name, World(rank, 2)) for name in ("full", "lora")}
+if rank == 0:
+    torch.save(found, out)
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp_gradients_of_two_processes_equal_one_processes_full_and_lora(tiny_model_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "fsdp_child.py"
+    script.write_text(FSDP_CHILD)
+    env = {**_env(), "OMP_NUM_THREADS": str(torch.get_num_threads()),  # the same reductions as this process's
+           "PYTHONPATH": os.pathsep.join([SRC, str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "gradients.pt"
+    children = [subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "store"), str(out),
+                                  str(tiny_model_dir)], env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert all(child.returncode == 0 for child in children), errors[0][-3000:] + errors[1][-3000:]
+    sharded = torch.load(out, weights_only=True)
+    for method_name in ("full", "lora"):
+        whole = group_gradients(tiny_model_dir, method_name, SINGLE)
+        assert whole.keys() == sharded[method_name].keys()
+        difference = _max_difference(whole, sharded[method_name])
+        print(f"{method_name}: max |gradient(1 process) - gradient(2 FSDP processes)| = {difference:.3g}")
+        assert difference <= 1e-6, method_name
+        if method_name == "full":  # the tied embeddings/head, read by the fused loss outside any module's forward
+            assert float(sharded["full"]["model.embed_tokens.weight"].abs().max()) > 1e-3
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(tiny_model_dir: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted 2-process FSDP full fine-tune (RUN's 15 steps)."""
