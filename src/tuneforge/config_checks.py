@@ -28,7 +28,7 @@ ISSUE_ACTIONS = ("warn", "stop", "rollback", "ignore")
 # A non-finite loss or gradient stops the run; everything else is reported and training goes on.
 # Overfitting also stops when early stopping is on (unless on_issue says otherwise).
 DEFAULT_ISSUE_ACTIONS: dict[str, str] = {kind: "warn" for kind in ISSUE_KINDS} | {"nan_loss": "stop", "nan_gradient": "stop"}
-FSDP_METHODS = ("full", "lora")  # the methods distributed: fsdp trains (tested: train/fsdp.py, tests/test_fsdp.py)
+FSDP_METHODS = ("full", "lora")  # the methods distributed: fsdp trains (train/fsdp.py; tested in tests/test_distributed.py)
 
 
 # --- registered names: methods, objectives, metrics, sinks, row formats ---------------------------

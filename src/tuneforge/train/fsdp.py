@@ -36,7 +36,6 @@ import torch
 from tuneforge.model.adapters import decoder_and_head
 from tuneforge.model.loss import LossSums
 
-FSDP_METHODS = ("full", "lora")  # what is tested; the others are refused in the config
 
 
 class ShardedObjective(torch.nn.Module):
