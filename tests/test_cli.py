@@ -399,7 +399,7 @@ def _logs(home: Path) -> list[Path]:
 ])
 def test_an_unexpected_error_is_one_message_and_a_log_not_a_traceback(capsys, monkeypatch, tuneforge_home, tmp_path,
                                                                        error, expected):
-    import tuneforge.cli.main as cli
+    import tuneforge.cli.run_commands as cli
 
     def fail(args):
         raise error
@@ -418,7 +418,7 @@ def test_an_unexpected_error_is_one_message_and_a_log_not_a_traceback(capsys, mo
 
 
 def test_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
-    import tuneforge.cli.main as cli
+    import tuneforge.cli.run_commands as cli
 
     def fail(args):
         raise KeyError("boom")
@@ -505,12 +505,12 @@ def test_subprocess_unexpected_error_has_no_traceback_and_error_log_has_it(tmp_p
 
 
 @pytest.mark.parametrize("module, handler, argv", [
-    ("tuneforge.cli.main", "cmd_finetune", ["finetune", "--data", "x.jsonl"]),
-    ("tuneforge.cli.main", "cmd_eval", ["eval", "--data", "x.jsonl"]),
-    ("tuneforge.cli.main", "cmd_chat", ["chat", "--prompt", "hi"]),
-    ("tuneforge.cli.main", "cmd_resume", ["resume", "runs/x"]),
-    ("tuneforge.cli.main", "cmd_monitor", ["monitor", "runs/x"]),
-    ("tuneforge.cli.main", "cmd_demo", ["demo"]),
+    ("tuneforge.cli.train_commands", "cmd_finetune", ["finetune", "--data", "x.jsonl"]),
+    ("tuneforge.cli.eval_command", "cmd_eval", ["eval", "--data", "x.jsonl"]),
+    ("tuneforge.cli.chat_command", "cmd_chat", ["chat", "--prompt", "hi"]),
+    ("tuneforge.cli.train_commands", "cmd_resume", ["resume", "runs/x"]),
+    ("tuneforge.cli.run_commands", "cmd_monitor", ["monitor", "runs/x"]),
+    ("tuneforge.cli.train_commands", "cmd_demo", ["demo"]),
     ("tuneforge.cli.data_commands", "cmd_validate", ["validate", "x.jsonl"]),
     ("tuneforge.cli.data_commands", "cmd_prepare", ["prepare", "x.jsonl", "--out", "d"]),
 ])

@@ -99,3 +99,9 @@ def metric_names(text: str) -> list[str]:
     if problems or not names:
         raise argparse.ArgumentTypeError("; ".join(problems) or "name at least one metric")
     return names
+
+
+def model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--adapter``: the model a command loads (``eval``, ``chat``)."""
+    parser.add_argument("--model", default=None, help="base model (default: the run's base, else smollm2-135m-instruct)")
+    parser.add_argument("--adapter", metavar="RUN_DIR", default=None, help="a tuneforge run directory or a PEFT adapter directory")
