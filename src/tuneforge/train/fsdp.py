@@ -98,8 +98,18 @@ def sharded_loss_sums(root: ShardedObjective) -> Callable[[Any, dict[str, Any]],
 
 def copy_to_shard(model: Any, is_main: bool) -> Any:
     """What to shard: rank 0 shards a copy and keeps ``model`` whole (it saves, publishes and evaluates the
-    whole model); the others shard ``model`` itself."""
-    return copy.deepcopy(model) if is_main else model
+    whole model), parked in CPU memory while training (``unpark`` brings it back); the others shard ``model``
+    itself."""
+    if not is_main:
+        return model
+    device = next(model.parameters()).device
+    model.to("cpu")  # first, so that the accelerator never holds two whole copies
+    return copy.deepcopy(model).to(device)
+
+
+def unpark(plain: Any, device: str | torch.device) -> None:
+    """Rank 0's whole model back on the training device (after ``copy_to_shard`` parked it)."""
+    plain.to(device)
 
 
 # ---------------------------------------------------------------------------------------------- state

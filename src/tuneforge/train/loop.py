@@ -215,7 +215,7 @@ class _Run:
         self.fsdp = config.distributed == "fsdp" and self.world.active
         self.plain: Any = None
         if self.fsdp:
-            self.plain = model if self.world.is_main else None
+            self.plain, self.parked_device = (model if self.world.is_main else None), next(model.parameters()).device
             self.model = fsdp.copy_to_shard(model, self.world.is_main)
             self.loss_sums = fsdp.sharded_loss_sums(fsdp.shard(self.model, self.loss_sums))
             model = self.model
@@ -318,6 +318,7 @@ class _Run:
             weights, _ = fsdp.gather_full_state(self.model)
             if self.world.is_main:
                 fsdp.into_plain(self.plain, weights)
+                fsdp.unpark(self.plain, self.parked_device)
         outcome.steps = state.step
         outcome.epochs = round(min(self.config.epochs, state.step / self.steps_per_epoch), 4)
         outcome.train_seconds = time.perf_counter() - self.clock_start
