@@ -127,7 +127,8 @@ def run_finetune(config: Any, as_json: bool) -> int:
 def nproc_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=bounded(int, ge=1), default=None, metavar="N",
                         help="train in N processes on this machine through torchrun (data parallel: gloo on CPUs, NCCL "
-                        "on GPUs; batch sizes stay global); not needed under torchrun or accelerate launch")
+                        "on GPUs; batch sizes stay global; --distributed fsdp shards the model); not needed under torchrun or "
+                        "accelerate launch")
 
 
 def launch(args: argparse.Namespace, run_dir: Path) -> int | None:

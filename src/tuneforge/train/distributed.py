@@ -1,6 +1,7 @@
 """Training across processes: the process group, rank helpers, data sharding and the reductions the loop needs.
 
-A distributed run is data parallel: every process holds the whole model and the whole dataset, the
+A distributed run is data parallel (``distributed: ddp``; with ``fsdp`` the model is sharded instead,
+train/fsdp.py, with the same batching): every process holds the whole model and the whole dataset, the
 batch order is the same pure function of (seed, epoch) everywhere, and each optimizer step's
 accumulation group (the *global* batch, ``batch_size`` x ``gradient_accumulation_steps`` examples,
 exactly what one process trains on) is split between the processes: process ``r`` of ``N`` takes
