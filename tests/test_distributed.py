@@ -344,11 +344,11 @@ def test_fsdp_gradients_of_two_processes_equal_one_processes_full_and_lora(tiny_
     out = tmp_path / "gradients.pt"
     children = [subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "store"), str(out),
                                   str(tiny_model_dir)], env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    wholes = {name: group_gradients(tiny_model_dir, name, SINGLE) for name in ("full", "lora")}  # while they run
     errors = [child.communicate(timeout=120)[1] for child in children]
     assert all(child.returncode == 0 for child in children), errors[0][-3000:] + errors[1][-3000:]
     sharded = torch.load(out, weights_only=True)
-    for method_name in ("full", "lora"):
-        whole = group_gradients(tiny_model_dir, method_name, SINGLE)
+    for method_name, whole in wholes.items():
         assert whole.keys() == sharded[method_name].keys()
         difference = _max_difference(whole, sharded[method_name])
         print(f"{method_name}: max |gradient(1 process) - gradient(2 FSDP processes)| = {difference:.3g}")
