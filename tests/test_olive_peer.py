@@ -52,12 +52,26 @@ def test_shown_command_names_no_temporary_path(tmp_path: Path) -> None:
     assert str(tmp_path) not in shown
 
 
+def _report(results: dict) -> dict:
+    return {"machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "python": "3", "torch": "t", "threads": 1,
+                        "transformers": "t", "peft": "p", "trl": "r"},
+            "date": "d", "matmul_peak_gflops": {"fp32": 100.0}, "flops_per_token": {"lora": 6e8, "full": 9e8},
+            "work": {"rows": 64, "real_tokens": 1000}, "results": results}
+
+
 def test_benchmarks_show_a_skipped_olive_row() -> None:
     from bench.write_benchmarks import speed_section
 
-    report = {"machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "python": "3", "torch": "t", "threads": 1,
-                          "transformers": "t", "peft": "p", "trl": "r"},
-              "date": "d", "matmul_peak_gflops": {"fp32": 100.0}, "flops_per_token": {"lora": 6e8, "full": 9e8},
-              "work": {"rows": 64, "real_tokens": 1000}, "results": {"olive-fp32": {"skipped": "no Olive venv"}}}
-    text = speed_section(report)
-    assert "skipped: no Olive venv" in text
+    assert "skipped: no Olive venv" in speed_section(_report({"olive-fp32": {"skipped": "no Olive venv"}}))
+
+
+def test_benchmarks_compare_tuneforge_with_a_measured_olive_row() -> None:
+    from bench.write_benchmarks import speed_section
+
+    row = {"tokens_per_second": 50.0, "label_tokens_per_second": 50.0, "median_step_seconds": 80.0, "peak_rss_mb": 4000.0,
+           "held_out_loss": 2.9, "precision": "fp32", "cpu_steal_percent": 0.0, "olive": "0.13.0", "packed_rows": 18,
+           "real_tokens_per_packed_row": 512.0, "olive_command": "olive finetune -m <smollm2-135m-instruct>"}
+    ours = {**row, "tokens_per_second": 100.0, "peak_rss_mb": 2000.0}
+    text = speed_section(_report({"tuneforge-b8": ours, "olive-fp32": row}))
+    assert "18 rows of 512 tokens" in text and "`olive finetune -m <smollm2-135m-instruct>`" in text
+    assert "| 2.00× | 0.50× |" in text  # speed and memory against Olive's row
