@@ -385,6 +385,20 @@ def test_two_fsdp_processes_train_the_full_model_of_one_process(tiny_model_dir: 
 
 
 @pytest.mark.slow
+def test_two_fsdp_processes_train_the_lora_adapter_of_one_process(tiny_model_dir: Path, dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    short = {"method": "lora", "learning_rate": 1e-3, "epochs": 1}
+    one = _finetune(tiny_model_dir, dataset, tmp_path / "one", **short)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _finetune(tiny_model_dir, dataset, tmp_path / "two", "--nproc", "2", "--distributed", "fsdp", **short)
+    assert two.returncode == 0, two.stderr[-3000:]
+    difference = _max_difference(_adapter(tmp_path / "one"), _adapter(tmp_path / "two"))  # PEFT's own adapter files
+    print(f"max |adapter(1 process) - adapter(2 FSDP processes)| = {difference:.3g}")
+    assert difference <= 1e-5
+    assert [e for e in read_events(tmp_path / "two") if e["type"] == "train.started"][-1]["distributed"] == "fsdp"
+
+
+@pytest.mark.slow
 def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_runs_weights(tiny_model_dir: Path, dataset: Path, fsdp_run: Path,
                                                                      tmp_path: Path) -> None:
     script = tmp_path / "killed_child.py"
