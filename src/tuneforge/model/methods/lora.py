@@ -38,8 +38,10 @@ class LoraMethod(PeftMethod):
 
     def speed_up(self, model: Any, config: FineTuningConfig) -> None:
         from tuneforge.model.fast_lora import speed_up_lora
+        from tuneforge.model.fast_mlp import speed_up_lora_mlps
 
         speed_up_lora(model)
+        speed_up_lora_mlps(model)  # the gated MLP recomputes SiLU and its product: half its saved activations
         super().speed_up(model, config)
 
     def describe_saved(self, weights_dir: Path, base_name: str) -> str:

@@ -1,0 +1,134 @@
+"""The gated MLP of a LoRA model as one autograd function that recomputes its cheap parts.
+
+A Llama-family MLP computes ``down(silu(gate(x)) * up(x))``. Under autograd that keeps four
+intermediate-width tensors per token for the backward pass: ``gate(x)`` (for SiLU), ``silu(gate(x))``
+and ``up(x)`` (for the product) and the product itself (the input of ``down``, which its LoRA ``A``
+gradient needs). Those four are the largest block of a LoRA step's saved activations (about 55 % for
+SmolLM2: ``bench/results/scale.md``). ``LoraMLPFunction`` keeps only ``gate(x)`` and ``up(x)`` and
+recomputes SiLU and the product in the backward pass: two elementwise passes, no matrix multiply
+again, so half of that block is no longer held while the rest of the model runs.
+
+It takes the plain case only — each of the three projections a PEFT LoRA ``Linear`` that
+``fast_lora`` would take (one active adapter, no dropout, frozen base weight without bias, no variant),
+a SiLU activation, no autocast — and otherwise calls the module's own forward. Forward values and
+gradients equal the unfused path's up to float rounding (``tests/test_fast_mlp.py``).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# transformers MLP classes whose forward is exactly down_proj(act_fn(gate_proj(x)) * up_proj(x)).
+GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
+# Activation modules that compute F.silu (transformers' ACT2FN["silu"] is its own SiLUActivation class).
+SILU_ACTIVATIONS = frozenset({"SiLU", "SiLUActivation"})
+
+
+def _plain_lora(layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """``(A, B, scaling)`` of a LoRA linear layer the fused function can compute, else None."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(layer) is not LoraLinear or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+        return None
+    name = layer.active_adapters[0]
+    if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
+        return None
+    base = layer.base_layer
+    if not isinstance(base, nn.Linear) or base.bias is not None or base.weight.requires_grad or base.weight.dtype != x.dtype:
+        return None
+    return layer.lora_A[name].weight, layer.lora_B[name].weight, float(layer.scaling[name])
+
+
+def _fused_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type) or type(self.act_fn).__name__ not in SILU_ACTIVATIONS:
+        return self._unfused_forward(x)
+    parts = [_plain_lora(layer, x) for layer in (self.gate_proj, self.up_proj, self.down_proj)]
+    if any(part is None for part in parts):
+        return self._unfused_forward(x)
+    (a_gate, b_gate, s_gate), (a_up, b_up, s_up), (a_down, b_down, s_down) = parts  # type: ignore[misc]
+    flat = x.reshape(-1, x.shape[-1])
+    out = LoraMLPFunction.apply(flat, self.gate_proj.base_layer.weight, a_gate, b_gate, self.up_proj.base_layer.weight,
+                                a_up, b_up, self.down_proj.base_layer.weight, a_down, b_down, (s_gate, s_up, s_down))
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x·Wᵀ + s·(x·Aᵀ)·Bᵀ`` and the r-wide ``x·Aᵀ`` (kept for B's gradient)."""
+    hidden = x @ lora_a.t()
+    return torch.addmm(F.linear(x, weight), hidden, lora_b.t(), alpha=scaling), hidden
+
+
+def _lora_linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lora_a: torch.Tensor,
+                          lora_b: torch.Tensor, hidden: torch.Tensor, scaling: float, master: torch.dtype
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``_lora_linear`` for ``x``, ``A`` and ``B`` (A and B in their master dtype)."""
+    grad_hidden = (grad_out @ lora_b) * scaling
+    grad_b = ((grad_out.t() @ hidden) * scaling).to(master)
+    grad_a = (grad_hidden.t() @ x).to(master)
+    grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight)
+    return grad_x, grad_a, grad_b
+
+
+class LoraMLPFunction(torch.autograd.Function):
+    """y = down(silu(gate(x)) · up(x)), each projection a frozen weight plus a LoRA; gradients for x and the adapters.
+
+    Computes in ``x``'s dtype (the base weights'); the adapter matrices may be wider fp32 masters and
+    get their gradients in their own dtype. Saved: ``x``, ``gate(x)``, ``up(x)`` and the r-wide
+    adapter intermediates; SiLU and the product are recomputed in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w_gate: torch.Tensor, a_gate: torch.Tensor, b_gate: torch.Tensor,
+                w_up: torch.Tensor, a_up: torch.Tensor, b_up: torch.Tensor, w_down: torch.Tensor, a_down: torch.Tensor,
+                b_down: torch.Tensor, scalings: tuple[float, float, float]) -> torch.Tensor:
+        ctx.master_dtype = a_gate.dtype
+        adapters = [m.to(x.dtype) for m in (a_gate, b_gate, a_up, b_up, a_down, b_down)]  # no copy when dtypes agree
+        gate, h_gate = _lora_linear(x, w_gate, adapters[0], adapters[1], scalings[0])
+        up, h_up = _lora_linear(x, w_up, adapters[2], adapters[3], scalings[1])
+        product = F.silu(gate).mul_(up)
+        out, h_down = _lora_linear(product, w_down, adapters[4], adapters[5], scalings[2])
+        ctx.save_for_backward(x, w_gate, w_up, w_down, gate, up, h_gate, h_up, h_down, *adapters)
+        ctx.scalings = scalings
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w_gate, w_up, w_down, gate, up, h_gate, h_up, h_down, a_gate, b_gate, a_up, b_up, a_down, b_down = ctx.saved_tensors
+        s_gate, s_up, s_down = ctx.scalings
+        master = ctx.master_dtype
+        sigmoid = torch.sigmoid(gate)
+        silu = gate * sigmoid
+        product = silu * up  # recomputed: the input of down, for its A gradient
+        grad_product, grad_a_down, grad_b_down = _lora_linear_backward(grad_out, product, w_down, a_down, b_down, h_down,
+                                                                       s_down, master)
+        del product
+        grad_up = grad_product * silu
+        # d silu(g)/dg = sigmoid(g) · (1 + g · (1 - sigmoid(g)))
+        grad_gate = grad_product.mul_(up).mul_(sigmoid.mul_(gate.mul(1 - sigmoid).add_(1)))
+        del silu, sigmoid
+        grad_x_gate, grad_a_gate, grad_b_gate = _lora_linear_backward(grad_gate, x, w_gate, a_gate, b_gate, h_gate, s_gate, master)
+        grad_x_up, grad_a_up, grad_b_up = _lora_linear_backward(grad_up, x, w_up, a_up, b_up, h_up, s_up, master)
+        grad_x = grad_x_gate.add_(grad_x_up) if ctx.needs_input_grad[0] else None
+        return (grad_x, None, grad_a_gate, grad_b_gate, None, grad_a_up, grad_b_up, None, grad_a_down, grad_b_down, None)
+
+
+def speed_up_lora_mlps(model: nn.Module) -> int:
+    """Give every gated transformers MLP of ``model`` the fused LoRA forward; return how many were changed.
+
+    The check that all three projections are plain LoRA layers is made per call, so an MLP whose
+    layers another adapter or a variant changes later falls back to its own forward.
+    """
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ in GATED_MLPS and "forward" not in vars(module) and all(
+                hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            module._unfused_forward = module.forward
+            module.forward = types.MethodType(_fused_forward, module)
+            changed += 1
+    return changed
