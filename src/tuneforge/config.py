@@ -65,7 +65,7 @@ class FineTuningConfig(BaseModel):
                         "or a plug-in module:attribute (a registered training method, see docs/SEAMS.md). Each method takes only "
                         "its own options (the fields below marked with its name)")
     # Per-method options: each method's spec lists the fields it reads (TrainingMethod.options);
-    # an option of another method set to a non-default value is refused (_check_method_options).
+    # an option of another method set to a non-default value is refused (config_checks.method_option_problems).
     lora_r: Annotated[int, Field(ge=1, le=1024)] | Auto = Field(AUTO, description="lora, qlora, dora, loha, lokr: adapter rank; auto: 16, "
                                "32 from 20,000 training examples, 64 from 200,000")
     lora_alpha: float = Field(32.0, gt=0, description="lora, qlora, dora, loha, lokr: scaling; updates are scaled by alpha/r")

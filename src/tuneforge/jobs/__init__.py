@@ -3,6 +3,8 @@
 The public API (``from tuneforge.jobs import ...``):
 
 - ``FineTuningManager`` (manager.py): files, jobs, events, checkpoints, models; what the CLI and the server call.
+  Its parts: requests.py (a job request checked), transitions.py (job states, cancel/pause/resume),
+  progress.py (progress, events, checkpoints), models.py (the models a store serves).
 - ``Worker`` (worker.py): claims queued jobs and trains each in its own process, with heartbeats and recovery.
 - ``TrainingJob``, ``TrainingStatus``, ``StoredFile``, ``Page`` (objects.py): what it returns; ``to_openai()`` gives the wire dict.
 - ``NotFound``, ``InvalidRequest``, ``Conflict``, ``PayloadTooLarge`` (errors.py): with ``http_status``, ``param``, ``code``.
