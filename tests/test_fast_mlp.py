@@ -116,3 +116,18 @@ def test_the_lora_method_uses_the_fused_mlp(tiny_model_dir):
     get_method("lora").speed_up(model, make_config({"data": "x.jsonl"}))
     mlps = [m for m in model.modules() if type(m).__name__ == "LlamaMLP"]
     assert mlps and all("forward" in vars(m) and hasattr(m, "_unfused_forward") for m in mlps)
+
+
+def test_the_memory_planner_counts_the_fused_mlp(tiny_model_dir):
+    """fused_mlp_count says which MLPs take the fused path; the planner then plans two intermediate copies fewer."""
+    from tuneforge.model.fast_mlp import fused_mlp_count
+    from tuneforge.train.memory_plan import ModelShape, activation_bytes_per_token
+
+    plain, with_dropout = _lora_model(tiny_model_dir), _lora_model(tiny_model_dir, dropout=0.1)
+    assert fused_mlp_count(plain) == 0  # not patched yet
+    speed_up_lora_mlps(plain), speed_up_lora_mlps(with_dropout)
+    assert fused_mlp_count(plain) == 2 and fused_mlp_count(with_dropout) == 0
+    shape = ModelShape(parameters=1, hidden=64, intermediate=176, layers=2, vocab=100)
+    unfused = activation_bytes_per_token(shape, full=False, checkpointing=False, dtype_bytes=4)
+    fused = activation_bytes_per_token(shape, full=False, checkpointing=False, dtype_bytes=4, fused_mlp=True)
+    assert unfused - fused == 2 * 4 * 176 * 2  # two fp32 intermediate-width tensors per token and layer

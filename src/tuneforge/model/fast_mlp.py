@@ -118,6 +118,20 @@ class LoraMLPFunction(torch.autograd.Function):
         return (grad_x, None, grad_a_gate, grad_b_gate, None, grad_a_up, grad_b_up, None, grad_a_down, grad_b_down, None)
 
 
+def fused_mlp_count(model: nn.Module) -> int:
+    """How many MLPs of ``model`` take the fused path (their three projections plain LoRA layers, SiLU) in its dtype."""
+    count = 0
+    for module in model.modules():
+        if "_unfused_forward" not in vars(module) or type(module.act_fn).__name__ not in SILU_ACTIVATIONS:
+            continue
+        layers = (module.gate_proj, module.up_proj, module.down_proj)
+        weights = [getattr(getattr(layer, "base_layer", None), "weight", None) for layer in layers]
+        if all(w is not None for w in weights) and all(
+                _plain_lora(layer, torch.empty(0, dtype=w.dtype)) is not None for layer, w in zip(layers, weights)):
+            count += 1
+    return count
+
+
 def speed_up_lora_mlps(model: nn.Module) -> int:
     """Give every gated transformers MLP of ``model`` the fused LoRA forward; return how many were changed.
 

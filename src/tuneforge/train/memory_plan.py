@@ -38,6 +38,8 @@ MB = 1e6
 # (LoRA on every linear layer; full fine-tuning saves no adapter intermediates: FULL_FACTOR of it).
 LAYER_HIDDEN_FACTOR = 17.5
 LAYER_INTERMEDIATE_FACTOR = 3.5
+# The fused LoRA MLP (model/fast_mlp.py) keeps gate(x) and up(x) only, not SiLU(gate) and the product.
+FUSED_MLP_SAVING = 2.0
 FULL_FACTOR = 0.87
 # Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
 OUTSIDE_HIDDEN_FACTOR = 10.3
@@ -169,9 +171,11 @@ def memory_budget_mb(memory_limit: str | float | None, resident_mb: float) -> tu
     return resident_mb + available - headroom, f"free memory less {_gb(headroom)} headroom"
 
 
-def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: bool, dtype_bytes: int) -> float:
-    """Bytes one token of a pass keeps for the backward pass (logits aside)."""
-    layer = dtype_bytes * (LAYER_HIDDEN_FACTOR * shape.hidden + LAYER_INTERMEDIATE_FACTOR * shape.intermediate)
+def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: bool, dtype_bytes: int,
+                               fused_mlp: bool = False) -> float:
+    """Bytes one token of a pass keeps for the backward pass (logits aside); ``fused_mlp``: LoRA's fused gated MLP."""
+    intermediate = LAYER_INTERMEDIATE_FACTOR - (FUSED_MLP_SAVING if fused_mlp else 0.0)
+    layer = dtype_bytes * (LAYER_HIDDEN_FACTOR * shape.hidden + intermediate * shape.intermediate)
     if full:
         layer *= FULL_FACTOR
     outside = dtype_bytes * OUTSIDE_HIDDEN_FACTOR * shape.hidden
@@ -181,9 +185,11 @@ def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: boo
 
 
 def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
-                         checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB) -> MemoryEstimate:
+                         checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB,
+                         fused_mlp: bool = False) -> MemoryEstimate:
     """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations."""
-    activations = ACTIVATION_MARGIN * tokens_per_pass * activation_bytes_per_token(shape, full, checkpointing, dtype_bytes) / MB
+    per_token = activation_bytes_per_token(shape, full, checkpointing, dtype_bytes, fused_mlp)
+    activations = ACTIVATION_MARGIN * tokens_per_pass * per_token / MB
     return MemoryEstimate(
         weights_mb=weights_mb, training_state_mb=trainable * TRAINABLE_BYTES / MB,
         activations_mb=activations + FIXED_STEP_MB, logits_mb=LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
@@ -231,7 +237,7 @@ def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool
 
 def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: bool, activation_dtype_bytes: int,
                 batch_size: int, longest_example: int, micro_batch_tokens: int | None, gradient_checkpointing: bool,
-                memory_limit: str | float | None) -> MemoryPlan:
+                memory_limit: str | float | None, fused_mlp: bool = False) -> MemoryPlan:
     """Choose pass size and recomputation so that a training step fits the budget (see the module docstring).
 
     ``resident_mb`` is what the process holds with the trainable model loaded: it stands for the
@@ -245,7 +251,7 @@ def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: 
     def estimate(tokens: int, checkpointing: bool) -> MemoryEstimate:
         return estimate_step_memory(shape, weights_mb=0.0, trainable=trainable, runtime_mb=resident_mb, full=full,
                                     tokens_per_pass=tokens_per_pass(tokens, batch_size, longest_example),
-                                    checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes)
+                                    checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes, fused_mlp=fused_mlp)
 
     configured_tokens = tokens_per_pass(micro_batch_tokens, batch_size, longest_example)
     first = estimate(configured_tokens, gradient_checkpointing)
@@ -314,6 +320,7 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
     if not config.memory_plan or not train_set.items:
         return config
     from tuneforge.core.memory import current_memory_mb
+    from tuneforge.model.fast_mlp import fused_mlp_count
     from tuneforge.model.methods import enable_gradient_checkpointing
 
     method = get_method(config.method)
@@ -324,7 +331,8 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
                        trainable=trainable, full=not method.freezes_base,
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
-                       gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit)
+                       gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
+                       fused_mlp=fused_mlp_count(model) > 0)
     notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), message=plan.message)
     if not plan.changed:
         return config
