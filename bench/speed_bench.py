@@ -346,6 +346,8 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="re-measure the --only configurations and keep the other "
                         "results of bench/results/speed.json (for a configuration that ran while the VM was contended)")
     parser.add_argument("--no-write", action="store_true", help="print results; write neither speed.json nor BENCHMARKS.md")
+    parser.add_argument("--results", default="speed.json", help="the file under bench/results/ to write (another "
+                        "machine's run goes beside the first, e.g. speed-amd-epyc.json; BENCHMARKS.md shows each)")
     args = parser.parse_args()
     if args.worker:
         if args.worker == "untrained":
@@ -369,7 +371,7 @@ def main() -> None:
     lora_params = 4_884_480  # SmolLM2-135M, r=16 on all 7 linear layers of 30 blocks (printed by tuneforge)
     config_path = model_dir() / "config.json"
     report["flops_per_token"] = {method: flops_per_token(method, config_path, lengths, lora_params) for method in ("lora", "full")}
-    previous = RESULTS / "speed.json"
+    previous = RESULTS / args.results
     kept = json.loads(previous.read_text())["results"] if args.rerun and previous.is_file() else {}
     report["results"] = results = dict(kept)
     if kept:
@@ -385,7 +387,7 @@ def main() -> None:
             # Written after every configuration, so a long run that is cut short still leaves its figures.
             from bench.write_benchmarks import write_benchmarks
 
-            (RESULTS / "speed.json").write_text(json.dumps(report, indent=2))
+            (RESULTS / args.results).write_text(json.dumps(report, indent=2))
             write_benchmarks()
 
 

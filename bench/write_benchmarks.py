@@ -59,7 +59,7 @@ def speed_section(report: dict[str, Any]) -> str:
     peak_text = ", ".join(f"{name} **{value:.0f} GFLOP/s**" for name, value in peaks.items())
     limits = ", ".join(f"{peaks[name] * 1e9 / flops['lora']:.0f} tokens/s in {name}" for name in peaks)
     lines = [
-        "## Training speed: tuneforge vs TRL SFTTrainer and Microsoft Olive",
+        f"## Training speed: tuneforge vs TRL SFTTrainer and Microsoft Olive ({machine['cpu']})",
         "",
         "Reproduce: `make bench` (installs the `bench` extra with TRL and Olive's own venv, `make setup-olive`, "
         "then runs `bench/speed_bench.py`).",
@@ -168,8 +168,8 @@ def main() -> None:
     demo = RESULTS / "demo.md"
     if demo.is_file():
         parts += [demo.read_text(), ""]
-    speed = RESULTS / "speed.json"
-    if speed.is_file():
+    # speed.json first, then any other machine's run of the same benchmark (speed-<machine>.json).
+    for speed in sorted(RESULTS.glob("speed*.json"), key=lambda path: (path.name != "speed.json", path.name)):
         parts.append(speed_section(json.loads(speed.read_text())))
     notes = RESULTS / "speed_notes.md"
     if notes.is_file():
