@@ -107,6 +107,7 @@ def run_all(arms: list[str], tasks: list[str], work: Path) -> dict[str, Any]:
     path = RESULTS / "auto.json"
     report = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     report["machine"], report["date"] = machine(), time.strftime("%Y-%m-%d")
+    fresh: dict[str, Any] = {}  # the rows this instance measured
     for task in tasks:
         for arm in arms:
             run_dir = work / f"{task}-{arm}"
@@ -121,7 +122,9 @@ def run_all(arms: list[str], tasks: list[str], work: Path) -> dict[str, Any]:
                 print(f"{task}/{arm}: failed (exit {done.returncode})", flush=True)
                 continue
             row = summarize(task, arm, run_dir, wall, load)
-            report["runs"][f"{task}/{arm}"] = row
+            # Re-read before writing: another instance (other tasks, another --work) may have added its rows.
+            fresh[f"{task}/{arm}"] = row
+            report["runs"] = {**(json.loads(path.read_text())["runs"] if path.is_file() else {}), **fresh}
             print(json.dumps(row), flush=True)
             path.write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "auto.md").write_text(markdown(report))
