@@ -142,6 +142,15 @@ def test_early_stopping_is_on_by_default_only_with_a_validation_split():
     assert make_config({}).concrete().early_stopping is False  # a config no run resolved: early stopping off, as before
 
 
+def test_a_validation_split_of_a_few_examples_is_evaluated_once_an_epoch():
+    """Five validation examples: early stopping stays on, but its evaluations are per epoch, not per quarter."""
+    few = choose_hyperparameters(profile(45, 60, 2, validation=5), SMOLLM, LORA, make_config({}))
+    assert few["early_stopping"].value is True and few["evaluation_strategy"].value == "epoch"
+    assert "eval_steps" not in few and "5 examples is noisy" in few["evaluation_strategy"].reason
+    enough = choose_hyperparameters(profile(100, 60, 2, validation=10), SMOLLM, LORA, make_config({}))
+    assert enough["evaluation_strategy"].value == "steps" and "eval_steps" in enough
+
+
 AUTO_RUN = {name: value for name, value in FAST.items() if name not in AUTO_FIELDS}
 
 
