@@ -65,7 +65,7 @@ def test_shares_divided_by_the_global_tokens_sum_to_the_whole_groups_gradient(ti
     from tuneforge.data.examples import TrainingExample
     from tuneforge.data.tokenize import encode_examples
     from tuneforge.model.methods import get_method, make_trainable
-    from tuneforge.train.loop import accumulate_gradients
+    from tuneforge.train.accumulation import accumulate_gradients
     from tuneforge.train.objectives import run_loss_sums
 
     config = make_config({"data": "unused.jsonl", "model": str(tiny_model_dir), "method": "full", "batch_size": 4})
@@ -172,15 +172,15 @@ def test_two_gloo_processes_train_the_adapter_of_one_process(tiny_model_dir: Pat
 # in the gradient all_reduce. The kill point is counted in calls of the loop's one loss call.
 KILLED_CHILD = r"""
 import os, signal, sys
-from tuneforge.train import loop
+from tuneforge.train import accumulation
 calls, kill_after = {"n": 0}, int(os.environ["KILL_AFTER_PASSES"])
-real = loop.training_loss_sums
+real = accumulation.training_loss_sums
 def counted(loss_sums, model, batch):
     calls["n"] += 1
     if os.environ.get("RANK") == "1" and calls["n"] > kill_after:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(loss_sums, model, batch)
-loop.training_loss_sums = counted
+accumulation.training_loss_sums = counted
 from tuneforge.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -299,7 +299,7 @@ def group_gradients(model_dir: Path, method_name: str, world: World) -> dict[str
     from tuneforge.data.tokenize import encode_examples
     from tuneforge.model.methods import get_method, make_trainable
     from tuneforge.train import fsdp
-    from tuneforge.train.loop import accumulate_gradients
+    from tuneforge.train.accumulation import accumulate_gradients
     from tuneforge.train.objectives import run_loss_sums
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -47,7 +47,7 @@ def test_measuring_leaves_weights_gradients_and_random_state_as_they_were(tiny_m
 
 
 def test_measurement_runs_the_loops_own_step(tiny_model_dir, tiny_tokenizer, monkeypatch):
-    """The estimate goes through train.loop.accumulate_gradients: what training runs, packing and all."""
+    """The estimate goes through train.accumulation.accumulate_gradients: what training runs, packing and all."""
     calls = []
     real = estimate_module.accumulate_gradients
 

@@ -98,7 +98,7 @@ def test_the_estimate_is_close_to_a_measured_training_step(tiny_model_dir, tmp_p
     from tuneforge.config import FineTuningConfig
     from tuneforge.data.tokenize import EncodedExample
     from tuneforge.model.methods import get_method, make_trainable
-    from tuneforge.train.loop import accumulate_gradients
+    from tuneforge.train.accumulation import accumulate_gradients
     from tuneforge.train.objectives import run_loss_sums
 
     shape = ModelShape(parameters=0, hidden=512, intermediate=1536, layers=4, vocab=8000)

@@ -39,16 +39,16 @@ def test_an_example_longer_than_the_budget_gets_a_pass_of_its_own():
 
 
 def test_split_passes_make_the_same_update_as_the_whole_batch(tiny_model_dir, tmp_path, monkeypatch):
-    from tuneforge.train import loop
+    from tuneforge.train import accumulation
 
     passes: dict[str, int] = {}
-    original = loop.training_loss_sums
+    original = accumulation.training_loss_sums
 
     def counted(*args):
         passes[current] = passes.get(current, 0) + 1
         return original(*args)
 
-    monkeypatch.setattr(loop, "training_loss_sums", counted)
+    monkeypatch.setattr(accumulation, "training_loss_sums", counted)
     answers = ["red", "blue", "green grass is green and a leaf is green too", "a", "the sky is blue", "rose",
                "cherry and tomato and blood are red", "lime"]
     data = TrainingData(examples=[TrainingExample.from_pair(f"question {i}?", a) for i, a in enumerate(answers)])

@@ -19,7 +19,7 @@ from helpers import read_events, write_jsonl
 from tuneforge.config import make_config
 from tuneforge.core.errors import TrainingError
 from tuneforge.pipeline import FineTuningPipeline
-from tuneforge.train import loop
+from tuneforge.train import accumulation, loop
 from tuneforge.train.checkpoint import list_checkpoints
 from tuneforge.train.monitor import MonitorSettings
 
@@ -60,7 +60,7 @@ class Faults:
         self.once: set[str] = set()  # kinds that strike only the first time their step is trained
         self.fired: set[tuple[str, int]] = set()
         self.leaked: list[torch.Tensor] = []
-        real = loop.training_loss_sums
+        real = accumulation.training_loss_sums
 
         def faulty(*args):
             sums = real(*args)
@@ -88,7 +88,7 @@ class Faults:
                 self.leaked.append(block)
             return sums
 
-        monkeypatch.setattr(loop, "training_loss_sums", faulty)
+        monkeypatch.setattr(accumulation, "training_loss_sums", faulty)
 
     def on_event(self, event: dict) -> None:
         if event.get("type") == "train.step":

@@ -19,7 +19,7 @@ from tuneforge.cli.main import main
 from tuneforge.config import make_config
 from tuneforge.pipeline import FineTuningPipeline
 from tuneforge.report import build_report, latest_by_step
-from tuneforge.train import loop
+from tuneforge.train import accumulation
 
 MONITORED = dict(epochs=3, batch_size=4, max_length=128, max_new_tokens=4, validation_split=0.15, test_split=0.15,
                  evaluation_strategy="steps", eval_steps=4, saving_strategy="steps", save_steps=3, learning_rate=5e-3,
@@ -45,7 +45,7 @@ def monitored_run_dir(tmp_path_factory: pytest.TempPathFactory, model: Path, dat
 
     with pytest.raises(Crash):
         FineTuningPipeline(make_config(values), on_event=crash).train()
-    real, done = loop.training_loss_sums, {"step": 0}
+    real, done = accumulation.training_loss_sums, {"step": 0}
 
     def spiky(*args):
         sums = real(*args)
@@ -58,7 +58,7 @@ def monitored_run_dir(tmp_path_factory: pytest.TempPathFactory, model: Path, dat
             done["step"] = event["step"]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "training_loss_sums", spiky)
+        patch.setattr(accumulation, "training_loss_sums", spiky)
         result = FineTuningPipeline(make_config({**values, "resume": True}), on_event=track).train()
     assert result.status == "succeeded"
     return run_dir

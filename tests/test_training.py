@@ -349,9 +349,9 @@ def test_data_with_nothing_to_train_creates_no_run_directory(tiny_model_dir, tmp
 
 @pytest.fixture
 def nan_after_two_steps(monkeypatch):
-    from tuneforge.train import loop
+    from tuneforge.train import accumulation
 
-    real = loop.training_loss_sums
+    real = accumulation.training_loss_sums
     calls = {"n": 0}
 
     def poisoned(*args):
@@ -361,7 +361,7 @@ def nan_after_two_steps(monkeypatch):
             sums.loss_sum = sums.loss_sum * float("nan")
         return sums
 
-    monkeypatch.setattr(loop, "training_loss_sums", poisoned)
+    monkeypatch.setattr(accumulation, "training_loss_sums", poisoned)
 
 
 def test_nan_loss_results_and_events(train_run, nan_after_two_steps, tmp_path):

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.status import RunStatus
 from tuneforge.evaluate.run import ModelEvaluation
-from tuneforge.train.loop import TrainOutcome
+from tuneforge.train.outcome import TrainOutcome
 
 EventCallback = Callable[[dict[str, Any]], None]  # the caller's on_event: every event, as written to events.jsonl
 Notify = Callable[..., dict[str, Any]]  # notify(type, **fields): write an event, show it, keep issues (run.py)

@@ -28,7 +28,7 @@ from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.loss import mean_label_loss
 from tuneforge.model.methods import get_method
 from tuneforge.model.precision import forward_context, resolve_precision
-from tuneforge.train.loop import accumulate_gradients
+from tuneforge.train.accumulation import accumulate_gradients
 from tuneforge.train.objectives import run_loss_sums
 from tuneforge.train.optim import build_optimizer, plan_steps
 
@@ -151,7 +151,7 @@ def measure_evaluation_speed(model: Any, items: Sequence[Any], config: FineTunin
 
 
 def evaluations_planned(config: FineTuningConfig, total_steps: int, steps_per_epoch: int) -> int:
-    """How many validation evaluations ``fit`` will run (as ``_due`` schedules them)."""
+    """How many validation evaluations ``fit`` will run (as ``cadence.is_due`` schedules them)."""
     if config.evaluation_strategy == "steps":
         return total_steps // config.eval_steps + (1 if total_steps % config.eval_steps else 0)
     if config.evaluation_strategy == "epoch":

@@ -37,6 +37,10 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def epoch_progress(self, batches_in_epoch: int) -> float:
+        """Epochs done, fractional: the ``epoch`` field of step metrics and evaluations."""
+        return round(self.epoch + min(1.0, self.batches_done_in_epoch / batches_in_epoch), 4)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
         names = {f.name for f in fields(cls)}
