@@ -10,7 +10,8 @@ import pytest
 from tuneforge.core.memory import PeakMemory, current_memory_mb, parse_memory_size
 from tuneforge.train import memory_plan
 from tuneforge.train.memory_plan import (
-    MemoryPlanError, ModelShape, check_fits_at_all, estimate_step_memory, plan_memory, tokens_per_pass,
+    MemoryPlanError, ModelShape, Sharding, check_fits_at_all, estimate_step_memory, plan_memory, step_weights_mb,
+    tokens_per_pass,
 )
 
 from helpers import read_events
@@ -68,6 +69,45 @@ def test_the_plan_shrinks_passes_first_then_recomputes():
     assert tight.estimate.total_mb <= tight.limit_mb
     hopeless = plan_memory(SMOLLM2_135M, **common, memory_limit="1.1GB")
     assert not hopeless.fits and "may be killed" in hopeless.message
+
+
+def test_fsdp_divides_the_training_state_by_the_world_size_and_shards_the_weights():
+    def estimate(sharding: Sharding):
+        return estimate_step_memory(SMOLLM2_135M, weights_mb=538.0, trainable=SMOLLM2_135M.parameters, tokens_per_pass=512,
+                                    checkpointing=False, full=True, dtype_bytes=4, sharding=sharding)
+
+    alone, rank1, rank0 = estimate(Sharding()), estimate(Sharding(4)), estimate(Sharding(4, keeps_full_copy=True))
+    assert rank1.training_state_mb == pytest.approx(alone.training_state_mb / 4)
+    assert rank1.activations_mb == alone.activations_mb  # each process runs its passes whole
+    # A shard of the weights plus what is gathered whole (embeddings, two layers); rank 0 also parks the whole model.
+    assert 538.0 / 4 < rank1.weights_mb < 538.0 * 0.6
+    assert rank0.weights_mb == pytest.approx(rank1.weights_mb + 538.0)
+    assert step_weights_mb(538.0, SMOLLM2_135M, Sharding()) == 538.0
+
+
+def test_under_fsdp_each_process_plans_its_share():
+    common = dict(resident_mb=1100, trainable=SMOLLM2_135M.parameters, full=True, activation_dtype_bytes=4, batch_size=4,
+                  longest_example=512, micro_batch_tokens=None, gradient_checkpointing=False, weights_mb=538.0)
+    whole = plan_memory(SMOLLM2_135M, **common, memory_limit="64GB").estimate
+    limit = whole.total_mb - whole.training_state_mb / 3  # short of what one process holding everything needs
+    alone = plan_memory(SMOLLM2_135M, **common, memory_limit=f"{limit / 1000:.3f}GB")
+    shared = plan_memory(SMOLLM2_135M, **common, memory_limit=f"{limit / 1000:.3f}GB", sharding=Sharding(2))
+    assert alone.changed and not shared.changed and shared.fits
+    assert shared.estimate.training_state_mb == pytest.approx(whole.training_state_mb / 2)
+    assert shared.estimate.runtime_mb == pytest.approx(1100 - 538.0)  # the loaded weights are counted by their share
+
+
+def test_the_sharding_comes_from_the_process_group_and_the_config(monkeypatch):
+    from tuneforge.config import FineTuningConfig
+    from tuneforge.train import distributed
+
+    config = FineTuningConfig(data="unused.jsonl", distributed="fsdp")
+    assert Sharding.of_run(config) == Sharding()  # not distributed: one process holds everything
+    monkeypatch.setattr(distributed, "current_world", lambda: distributed.World(rank=0, size=4))
+    assert Sharding.of_run(config) == Sharding(4, keeps_full_copy=True)
+    monkeypatch.setattr(distributed, "current_world", lambda: distributed.World(rank=3, size=4))
+    assert Sharding.of_run(config) == Sharding(4)
+    assert Sharding.of_run(config.model_copy(update={"distributed": "ddp"})) == Sharding()
 
 
 def test_a_run_that_cannot_fit_at_all_is_refused_with_figures():

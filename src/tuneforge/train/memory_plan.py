@@ -12,6 +12,13 @@ Two checks, both cheap:
    checkpointing until it does. Neither changes the result — the passes' gradients add up to the
    whole batch's, and recomputation is exact — so only memory and speed move.
 
+Under FSDP (``distributed: fsdp``, train/fsdp.py) each of the N processes holds 1/N of the
+weights, gradients and AdamW state, plus what is gathered whole while a step runs (the root's
+embeddings and head, and the decoder layer being computed with the one prefetched); rank 0 also
+keeps the whole model parked in CPU memory. ``Sharding`` says which, and each process plans its own
+share (``micro_batch_tokens`` and ``gradient_checkpointing`` may differ between processes: they
+change memory, not results).
+
 The activation figures are a model of what the training step saves for the backward pass, per
 token, fitted to peak-RSS measurements of tuneforge's own step on this code path (random Llama
 shapes, fp32, 512 and 2,048 tokens per pass; ``bench/scale_bench.py`` re-measures them against the
@@ -59,6 +66,8 @@ TRAINABLE_BYTES = 16
 HEADROOM_SHARE = 0.10
 HEADROOM_MIN_MB = 512.0
 MIN_PASS_TOKENS = 64
+# FSDP gathers one decoder layer for its forward/backward and prefetches the next: two layers whole at a time.
+GATHERED_LAYERS = 2
 
 
 class MemoryPlanError(TuneforgeError):
@@ -103,6 +112,42 @@ class ModelShape:
             layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 1),
             vocab=int(getattr(text, "vocab_size", 0) or 0),
         )
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a process's share of the model is cut under FSDP (``processes`` 1: it holds everything)."""
+
+    processes: int = 1  # the world size the parameters, gradients and optimizer state are split over
+    keeps_full_copy: bool = False  # rank 0 parks the whole model in CPU memory while training (fsdp.copy_to_shard)
+
+    @classmethod
+    def of_run(cls, config: FineTuningConfig) -> Sharding:
+        """This process's sharding: FSDP's over the initialised process group, else none."""
+        from tuneforge.train.distributed import current_world
+
+        world = current_world()
+        if config.distributed != "fsdp" or not world.active:
+            return NOT_SHARDED
+        return cls(processes=world.size, keeps_full_copy=world.is_main)
+
+
+NOT_SHARDED = Sharding()
+
+
+def step_weights_mb(weights_mb: float, shape: ModelShape, sharding: Sharding) -> float:
+    """The weights one process holds during a step, of a model whose weights are ``weights_mb`` whole.
+
+    Unsharded: all of them. Under FSDP: its 1/N shard, the parameters gathered whole while the step
+    runs (the root's embeddings and head throughout, ``GATHERED_LAYERS`` decoder layers at a time),
+    and on rank 0 the whole parked copy.
+    """
+    if sharding.processes <= 1:
+        return weights_mb
+    root = min(shape.parameters, shape.vocab * shape.hidden)  # embeddings (a tied head reads the same)
+    layer = (shape.parameters - root) / max(shape.layers, 1)
+    gathered = weights_mb * min(1.0, (root + GATHERED_LAYERS * layer) / max(shape.parameters, 1))
+    return weights_mb / sharding.processes + gathered + (weights_mb if sharding.keeps_full_copy else 0.0)
 
 
 @dataclass
@@ -186,12 +231,17 @@ def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: boo
 
 def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
                          checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB,
-                         fused_mlp: bool = False) -> MemoryEstimate:
-    """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations."""
+                         fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED) -> MemoryEstimate:
+    """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations.
+
+    ``weights_mb`` is the whole model's; under FSDP (``sharding``) the process holds its share of it
+    (``step_weights_mb``) and 1/N of the trainable parameters' gradients and optimizer state.
+    """
     per_token = activation_bytes_per_token(shape, full, checkpointing, dtype_bytes, fused_mlp)
     activations = ACTIVATION_MARGIN * tokens_per_pass * per_token / MB
     return MemoryEstimate(
-        weights_mb=weights_mb, training_state_mb=trainable * TRAINABLE_BYTES / MB,
+        weights_mb=step_weights_mb(weights_mb, shape, sharding),
+        training_state_mb=trainable * TRAINABLE_BYTES / MB / max(sharding.processes, 1),
         activations_mb=activations + FIXED_STEP_MB, logits_mb=LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
         runtime_mb=runtime_mb,
     )
@@ -216,12 +266,16 @@ def trainable_guess(shape: ModelShape, full: bool) -> int:
 
 
 def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool, weight_dtype_bytes: int,
-                      activation_dtype_bytes: int, longest_example: int, memory_limit: str | float | None) -> MemoryEstimate:
-    """Refuse (``MemoryPlanError``) a run that cannot fit even at its smallest setting; return that smallest estimate."""
+                      activation_dtype_bytes: int, longest_example: int, memory_limit: str | float | None,
+                      sharding: Sharding = NOT_SHARDED) -> MemoryEstimate:
+    """Refuse (``MemoryPlanError``) a run that cannot fit even at its smallest setting; return that smallest estimate.
+
+    ``sharding``: this process's FSDP share (the check is each process's own).
+    """
     weights = shape.parameters * weight_bytes_per_parameter(quantization, weight_dtype_bytes) / MB
     smallest = estimate_step_memory(shape, weights_mb=weights, trainable=trainable_guess(shape, full),
                                     tokens_per_pass=max(longest_example, MIN_PASS_TOKENS), checkpointing=True, full=full,
-                                    dtype_bytes=activation_dtype_bytes)
+                                    dtype_bytes=activation_dtype_bytes, sharding=sharding)
     limit, source = memory_budget_mb(memory_limit, resident_mb=_current_mb())
     if smallest.total_mb > limit:
         raise MemoryPlanError(
@@ -237,7 +291,8 @@ def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool
 
 def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: bool, activation_dtype_bytes: int,
                 batch_size: int, longest_example: int, micro_batch_tokens: int | None, gradient_checkpointing: bool,
-                memory_limit: str | float | None, fused_mlp: bool = False) -> MemoryPlan:
+                memory_limit: str | float | None, fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED,
+                weights_mb: float = 0.0) -> MemoryPlan:
     """Choose pass size and recomputation so that a training step fits the budget (see the module docstring).
 
     ``resident_mb`` is what the process holds with the trainable model loaded: it stands for the
@@ -245,13 +300,20 @@ def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: 
     the pass size is halved down to one example, then checkpointing is turned on and the pass size
     searched again from the configured one. ``fits`` is False when nothing fits (the caller warns;
     the estimate is conservative, so the run may still complete).
+
+    Under FSDP (``sharding``), ``weights_mb`` (the whole model's weights, part of ``resident_mb`` as
+    loaded) is replaced by the process's share of them during a step (``step_weights_mb``), and the
+    training state is its 1/N.
     """
     limit, source = memory_budget_mb(memory_limit, resident_mb)
+    sharded = sharding.processes > 1
+    whole_weights, runtime = (weights_mb, resident_mb - weights_mb) if sharded else (0.0, resident_mb)
 
     def estimate(tokens: int, checkpointing: bool) -> MemoryEstimate:
-        return estimate_step_memory(shape, weights_mb=0.0, trainable=trainable, runtime_mb=resident_mb, full=full,
+        return estimate_step_memory(shape, weights_mb=whole_weights, trainable=trainable, runtime_mb=runtime, full=full,
                                     tokens_per_pass=tokens_per_pass(tokens, batch_size, longest_example),
-                                    checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes, fused_mlp=fused_mlp)
+                                    checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes, fused_mlp=fused_mlp,
+                                    sharding=sharding)
 
     configured_tokens = tokens_per_pass(micro_batch_tokens, batch_size, longest_example)
     first = estimate(configured_tokens, gradient_checkpointing)
@@ -305,7 +367,8 @@ def check_memory_before_loading(config: FineTuningConfig, model_dir: Path, train
     check_fits_at_all(shape, quantization=method.quantization, full=not method.freezes_base,
                       weight_dtype_bytes=_dtype_bytes(method.base_dtype(precision)),
                       activation_dtype_bytes=2 if precision == "bf16" else 4,
-                      longest_example=_longest(train_set), memory_limit=config.memory_limit)
+                      longest_example=_longest(train_set), memory_limit=config.memory_limit,
+                      sharding=Sharding.of_run(config))
 
 
 def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set: EncodedDataset, trainable: int,
@@ -332,7 +395,7 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
                        gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
-                       fused_mlp=fused_mlp_count(model) > 0)
+                       fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb)
     notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), message=plan.message)
     if not plan.changed:
         return config
@@ -400,4 +463,4 @@ def _cgroup_room_mb() -> float | None:
 
 __all__ = ["check_memory_before_loading", "fit_memory", "MemoryEstimate", "MemoryPlan", "MemoryPlanError", "ModelShape", "activation_bytes_per_token",
            "available_memory_mb", "check_fits_at_all", "estimate_step_memory", "memory_budget_mb",
-           "plan_memory", "tokens_per_pass"]
+           "plan_memory", "Sharding", "step_weights_mb", "tokens_per_pass"]
