@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ def run_search(search: SearchSpec | str | Path | dict[str, Any] | None = None, *
     url = storage or f"sqlite:///{study_dir / 'study.db'}"
     with _optuna_quiet():
         study = create_study(spec, name, url, str(study_dir), heartbeat_seconds)
-    _reseed(study, spec)
+    _reseed(study, spec, joined=bool(join))
     for number in fail_dead_trials(study):
         _emit(on_event, "search.trial_retried", trial=number, reason="its process is gone")
     runner = TrialRunner(spec, data, study_dir, handle_signals, on_event, keep_checkpoints)
@@ -117,16 +118,24 @@ def run_search(search: SearchSpec | str | Path | dict[str, Any] | None = None, *
     return finish_search(study, spec, data, study_dir, url, status, message, on_event)
 
 
-def _reseed(study: Any, spec: SearchSpec) -> None:
-    """A second worker or a restart must not replay the first one's seeded proposals: its sampler's seed is the
-    search's seed plus the trials already in the study (random when the search has no seed)."""
+def _reseed(study: Any, spec: SearchSpec, joined: bool = False) -> None:
+    """A second worker or a restart must not replay the first one's seeded proposals.
+
+    A restart's sampler seed is the search's seed plus the trials already in the study, so a search
+    stopped and continued by one worker stays reproducible. A worker that joins (``--join``) also mixes in
+    its process id: workers started together see the same number of trials and would otherwise share a
+    seed (their trial order is a race anyway). No seed in the search: random, as Optuna's default.
+    """
     from dataclasses import replace
 
     from tuneforge.search.study import make_sampler
 
+    if spec.strategy == "grid" or spec.seed is None:  # the grid sampler skips the points the study has tried
+        return
     existing = len(study.get_trials(deepcopy=False))
-    if existing and spec.strategy != "grid":  # the grid sampler skips the points the study has tried
-        study.sampler = make_sampler(replace(spec, seed=None if spec.seed is None else spec.seed + existing))
+    if existing or joined:
+        seed = spec.seed + existing + (1_000_003 * os.getpid() if joined else 0)
+        study.sampler = make_sampler(replace(spec, seed=seed % 2**32))
 
 
 def _joined(name: str, storage: str | None, output: str | Path | None, heartbeat_seconds: int) -> tuple[SearchSpec, Path]:
