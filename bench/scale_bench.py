@@ -152,7 +152,15 @@ def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -
         "plan_limit_mb": plan.get("limit_mb"), "wall_seconds": round(wall, 1),
         "steal_percent": steal_percent(seen["steal"], cpu_steal()) if "steal" in seen else None,
         "load_average": round(os.getloadavg()[0], 2),
+        **({"memory_limit": memory_limit} if memory_limit else {}),
+        "commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    """The code measured (rows from before the fused LoRA MLP, f0a57ed, keep more activations)."""
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def flops_per_token(name: str, method: str, max_length: int, trainable: int) -> float:
@@ -187,7 +195,8 @@ PLANNED_BEFORE_FIX = {"smollm2-135m:lora:128", "smollm2-135m:lora:512", "smollm2
 
 
 def key_of(row: dict[str, Any]) -> str:
-    return f"{row['model']}:{row['method']}:{row['max_length']}"
+    limit = f"@{row['memory_limit']}" if row.get("memory_limit") else ""
+    return f"{row['model']}:{row['method']}:{row['max_length']}{limit}"
 
 
 def write_markdown(report: dict[str, Any]) -> None:
@@ -220,14 +229,18 @@ def write_markdown(report: dict[str, Any]) -> None:
             f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
             f"{row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
             f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX else ''} | "
-            f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'} | {row['load_average']} |"
+            f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
+            f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
+            f"{'' if row.get('commit') else ' ²'} | {row['load_average']} |"
             if fraction is not None else
             f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | — | — | — | — | — | — | — |")
     lines += ["", "qlora's *params* counts the packed 4-bit weights as torch sees them (two per byte). ¹ Planned by the "
               "planner before commit 0844e0c, which did not yet count weights still file-backed when the model is ready "
               "(about 0.6 GB for this model); every later row is planned by the current code. The fraction of the CPU's "
               "matmul limit is left out: the peak measured at the start and the rows ran under different loads from "
-              "other jobs (up to 8 on 2 cores), so the ratio would mislead; BENCHMARKS' speed section has it from a quiet run.",
+              "other jobs (up to 8 on 2 cores), so the ratio would mislead; BENCHMARKS' speed section has it from a quiet run. "
+              "² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width activations per "
+              "token and layer fewer: these rows' peaks are higher than the current code's.",
               "", f"Measured {report['date']} onwards."]
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
@@ -255,8 +268,9 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     for key in keys:
         print(f"{key} ...", flush=True)
-        rows[key] = run_in_fresh_process(key, args.memory_limit)
-        print(json.dumps(rows[key])[:400], flush=True)
+        row = run_in_fresh_process(key, args.memory_limit)
+        rows[key_of({**row, "memory_limit": args.memory_limit})] = row
+        print(json.dumps(row)[:400], flush=True)
         report["rows"] = sorted(rows.values(), key=lambda r: (r.get("parameters") or 0, r["method"], r["max_length"]))
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")

