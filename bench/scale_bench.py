@@ -245,13 +245,81 @@ def write_markdown(report: dict[str, Any]) -> None:
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
 
+PLAN_LENGTH, PLAN_BATCH = 1024, 8  # the sizing table: examples of 1,024 tokens, batch 8 (passes of 2,048 tokens)
+PLAN_BUDGETS_GB = (8, 16, 24)
+
+
+def lora_parameters(c: dict[str, Any], rank: int = 16) -> int:
+    """LoRA r on all seven linear layers of every block: r·(in + out) each."""
+    h, i = c["hidden_size"], c["intermediate_size"]
+    kv = c["num_key_value_heads"] * (h // c["num_attention_heads"])
+    return c["num_hidden_layers"] * rank * ((h + h) * 2 + (h + kv) * 2 + (h + i) * 3)
+
+
+def planned_rows() -> list[dict[str, Any]]:
+    """The memory planner's figures for every architecture (nothing trained): LoRA r16, fp32 and bf16, at the
+    default passes (2,048 tokens), at one example per pass, and with gradient checkpointing."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tuneforge.train.memory_plan import RUNTIME_MB, ModelShape, estimate_step_memory
+
+    rows = []
+    for name, settings in ARCHITECTURES.items():
+        settings = dict(settings)
+        config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        c = ARCHITECTURES[name]
+        shape = ModelShape(parameters=parameters, hidden=c["hidden_size"], intermediate=c["intermediate_size"],
+                           layers=c["num_hidden_layers"], vocab=c["vocab_size"])
+        for precision, dtype_bytes in (("fp32", 4), ("bf16", 2)):
+            def peak(tokens: int, checkpointing: bool) -> float:
+                return estimate_step_memory(shape, weights_mb=parameters * dtype_bytes / 1e6, trainable=lora_parameters(c),
+                                            tokens_per_pass=tokens, checkpointing=checkpointing, full=False,
+                                            dtype_bytes=dtype_bytes, runtime_mb=RUNTIME_MB, fused_mlp=True).total_mb
+            rows.append({"model": name, "parameters": parameters, "precision": precision,
+                         "default_mb": peak(2 * PLAN_LENGTH, False), "one_example_mb": peak(PLAN_LENGTH, False),
+                         "checkpointing_mb": peak(PLAN_LENGTH, True)})
+    return rows
+
+
+def write_plan_markdown(rows: list[dict[str, Any]]) -> None:
+    def fits(row: dict[str, Any], budget_gb: int) -> str:
+        limit = budget_gb * 1e3 * 0.9  # the planner leaves 10 % headroom
+        if row["default_mb"] <= limit:
+            return "defaults"
+        if row["one_example_mb"] <= limit:
+            return "smaller passes"
+        return "checkpointing" if row["checkpointing_mb"] <= limit else "no"
+
+    lines = ["### Which models fit: the memory planner's figures (LoRA r16, examples of 1,024 tokens, batch 8)", "",
+             "Reproduce: `.venv/bin/python bench/scale_bench.py --plan` (nothing is trained: `train/memory_plan.py`'s "
+             "estimate, whose activation model is fitted to the measured rows above). *Defaults*: passes of 2,048 tokens; "
+             "*smaller passes*: one example per pass, chosen by the planner; *checkpointing*: the planner also recomputes "
+             "activations (about a third slower). A budget is the memory free for the run; the planner keeps 10 % of it "
+             "as headroom. fp32 is what an AVX2-only CPU trains in; bf16 where the CPU has it natively (AMX/AVX512-BF16). Host memory only (the planner does not plan GPU memory).", "",
+             "| model | params | precision | peak at defaults GB | one example per pass GB | with checkpointing GB | "
+             + " | ".join(f"{b} GB free" for b in PLAN_BUDGETS_GB) + " |",
+             "| --- | ---: | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in PLAN_BUDGETS_GB) + " |"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['precision']} | {row['default_mb'] / 1e3:.1f} | "
+                     f"{row['one_example_mb'] / 1e3:.1f} | {row['checkpointing_mb'] / 1e3:.1f} | "
+                     + " | ".join(fits(row, b) for b in PLAN_BUDGETS_GB) + " |")
+    (RESULTS / "scale_plan.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help="MODEL:METHOD:MAX_LENGTH keys (default: the grid)")
     parser.add_argument("--memory-limit", help="passed to each run (the planner fits the run to it)")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.md from scale.json")
+    parser.add_argument("--plan", action="store_true", help="only write scale_plan.md: the planner's figures, nothing trained")
     args = parser.parse_args()
+    if args.plan:
+        write_plan_markdown(planned_rows())
+        return
     if args.worker:
         worker(args.worker, args.memory_limit)
         return
