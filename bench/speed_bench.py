@@ -73,6 +73,10 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "olive-fp32-no-checkpointing": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False},
     "olive-fp32-no-checkpointing-dropout0": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False,
                                              "lora_dropout": 0.0},
+    # Every other training method on the same work (issue "every training method"), each at its own default rate
+    # (`full` is tuneforge-full-b8 above, lora is tuneforge-b8).
+    **{f"tuneforge-b8-{method}": {"framework": "tuneforge", "batch_size": 8, "method": method}
+       for method in ("qlora", "dora", "ia3", "adapter", "prompt_tuning", "prefix_tuning", "loha", "lokr")},
 }
 
 
@@ -187,20 +191,20 @@ def model_dir() -> Path:
 
 def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
     """The default ``tuneforge finetune`` path (FineTuningPipeline), with the harness's counters."""
-    import tuneforge.train.loop as loop
+    import tuneforge.train.accumulation as accumulation
     from tuneforge.config import make_config
     from tuneforge.data.examples import TrainingData, TrainingExample
     from tuneforge.pipeline import FineTuningPipeline
     from tuneforge.runs import load_trained
 
     clock = StepClock()
-    original = loop.training_loss_sums  # the loop's one loss call (the estimate's steps go through it too)
+    original = accumulation.training_loss_sums  # the loop's one loss call (the estimate's steps go through it too)
 
     def counted(loss_sums: Any, model: Any, batch: dict[str, Any]) -> Any:
         clock.batch(batch)
         return original(loss_sums, model, batch)
 
-    loop.training_loss_sums = counted
+    accumulation.training_loss_sums = counted
 
     ready: dict[str, Any] = {}
 
@@ -219,10 +223,14 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
 
     examples = [TrainingExample(messages=row["messages"]) for row in read_rows(TRAIN_ROWS)]
     out = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "run"
+    method = config.get("method", "lora")
+    # LoRA's options only for the LoRA family (another method refuses them); a method's own rate unless given.
+    lora_options = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0} if method in ("lora", "qlora", "dora") else {}
+    rate = config.get("learning_rate", 2e-4 if method == "lora" else None)
     settings = make_config({
-        "model": "smollm2-135m-instruct", "method": config.get("method", "lora"), "lora_r": 16, "lora_alpha": 32,
-        "lora_dropout": 0.0, "batch_size": config["batch_size"], "max_length": MAX_LENGTH,
-        "learning_rate": config.get("learning_rate", 2e-4), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
+        "model": "smollm2-135m-instruct", "method": method, **lora_options,
+        "batch_size": config["batch_size"], "max_length": MAX_LENGTH,
+        **({"learning_rate": rate} if rate is not None else {}), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
         "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
         "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
         "gradient_checkpointing": config.get("gradient_checkpointing", False), "precision": config.get("precision", "auto"),

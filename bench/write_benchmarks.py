@@ -35,6 +35,8 @@ LABELS = {
     "olive-fp32": "Olive `olive finetune --torch_dtype float32` (packs to 512, grad-ckpt on, dropout 0.05)",
     "olive-fp32-no-checkpointing": "Olive, fp32, `--gradient_checkpointing False` (packs to 512, dropout 0.05)",
     "olive-fp32-no-checkpointing-dropout0": "Olive, fp32, grad-ckpt off, its config with lora_dropout 0 (packs to 512)",
+    **{f"tuneforge-b8-{method}": f"tuneforge, --method {method}, batch 8 (its default rate)"
+       for method in ("qlora", "dora", "ia3", "adapter", "prompt_tuning", "prefix_tuning", "loha", "lokr")},
 }
 PEERS = ("trl", "olive")  # the other tools' configuration names start with these
 
