@@ -42,7 +42,7 @@ def test_activations_grow_with_tokens_and_layers_and_checkpointing_cuts_them():
                                     full=False, dtype_bytes=4).activations_mb
 
     assert activations(2048, False) == pytest.approx(2 * activations(1024, False), rel=0.01)
-    assert activations(2048, True) < activations(2048, False) / 4  # 30 layers: most of it goes
+    assert activations(2048, True) < activations(2048, False) / 3  # 30 layers: most of it goes (RECOMPUTED_LAYERS is measured)
     deeper = ModelShape(**{**SMOLLM2_135M.__dict__, "layers": 60})
     assert activations(1024, False, deeper) > 1.9 * activations(1024, False)
 
