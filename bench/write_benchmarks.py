@@ -70,7 +70,10 @@ def speed_section(report: dict[str, Any]) -> str:
         + (", native bf16 (AMX/AVX512-BF16)" if machine.get("native_bf16") else ", no native bf16")
         + f"; Python {machine['python']}, torch {machine['torch']} ({machine['threads']} threads), "
         f"transformers {machine['transformers']}, peft {machine['peft']}, trl {machine['trl']}. Measured {report['date']}."
-        + (f" GPU: {machine['gpu']}." if machine.get("gpu") else " No GPU."),
+        + (f" GPU: {machine['gpu']}." if machine.get("gpu") else " No GPU.")
+        + (f" Load average when it started: {machine['load_average_at_start']} (other jobs shared the machine: speed "
+           "figures are low by about that much; memory figures are not affected)."
+           if (machine.get("load_average_at_start") or 0) >= 1.0 else ""),
         "",
         f"Work: SmolLM2-135M-Instruct, LoRA r=16 alpha=32 dropout 0 on all linear layers, batch 8, max_length 512, "
         f"lr 2e-4 linear, one epoch over the first {report['work']['rows']} rows of `bench/data/docstrings.jsonl` "
