@@ -75,7 +75,9 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
                                              "lora_dropout": 0.0},
     # Every other training method on the same work (issue "every training method"), each at its own default rate
     # (`full` is tuneforge-full-b8 above, lora is tuneforge-b8).
-    **{f"tuneforge-b8-{method}": {"framework": "tuneforge", "batch_size": 8, "method": method}
+    **{f"tuneforge-b8-{method}": {"framework": "tuneforge", "batch_size": 8, "method": method,
+                                  # virtual tokens on every row: these two train on padded batches, not packed ones
+                                  **({"packing": False} if method in ("prompt_tuning", "prefix_tuning") else {})}
        for method in ("qlora", "dora", "ia3", "adapter", "prompt_tuning", "prefix_tuning", "loha", "lokr")},
 }
 

@@ -108,7 +108,7 @@ def speed_section(report: dict[str, Any]) -> str:
             f"{mfu:.0%} | {'—' if steal is None else f'{steal:.0f} %'} |"
         )
     if report.get("rerun"):
-        lines += ["", f"Re-measured {report['rerun']['date']} with `--rerun` (their first run met heavy CPU steal): "
+        lines += ["", f"Measured later, {report['rerun']['date']}, with `--rerun` (same machine and work; a rerun after heavy CPU steal, or rows added): "
                   + ", ".join(LABELS.get(name, name) for name in report["rerun"]["configurations"]) + "."]
     untrained = report.get("untrained", {}).get("held_out_loss")
     lines += ["", f"Held-out loss of the untrained model: {_f(untrained, 4)}.", ""]
