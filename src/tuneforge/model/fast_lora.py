@@ -55,9 +55,7 @@ class LoraLinearFunction(torch.autograd.Function):
                 lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
         ctx.master_dtype = lora_a.dtype
         lora_a, lora_b = lora_a.to(x.dtype), lora_b.to(x.dtype)  # no copy when the dtypes agree
-        hidden = x @ lora_a.t()  # tokens × r
-        start = F.linear(x, weight, bias)
-        out = torch.addmm(start, hidden, lora_b.t(), alpha=scaling)
+        out, hidden = lora_linear(x, weight, bias, lora_a, lora_b, scaling)
         ctx.save_for_backward(x, weight, lora_a, lora_b, hidden)
         ctx.scaling = scaling
         return out
@@ -65,12 +63,29 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, lora_a, lora_b, hidden = ctx.saved_tensors
-        s, master = ctx.scaling, ctx.master_dtype
-        grad_hidden = (grad_out @ lora_b) * s  # tokens × r, small
-        grad_b = ((grad_out.t() @ hidden) * s).to(master) if ctx.needs_input_grad[4] else None
-        grad_a = (grad_hidden.t() @ x).to(master) if ctx.needs_input_grad[3] else None
-        grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight) if ctx.needs_input_grad[0] else None
+        needs = ctx.needs_input_grad
+        grad_x, grad_a, grad_b = lora_linear_backward(grad_out, x, weight, lora_a, lora_b, hidden, ctx.scaling,
+                                                      ctx.master_dtype, needs[0], needs[3], needs[4])
         return grad_x, None, None, grad_a, grad_b, None
+
+
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
+                lora_b: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ`` and the r-wide ``x·Aᵀ`` (kept for B's gradient); A and B in ``x``'s dtype."""
+    hidden = x @ lora_a.t()  # tokens × r
+    return torch.addmm(F.linear(x, weight, bias), hidden, lora_b.t(), alpha=scaling), hidden
+
+
+def lora_linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lora_a: torch.Tensor,
+                         lora_b: torch.Tensor, hidden: torch.Tensor, scaling: float, master: torch.dtype,
+                         want_x: bool = True, want_a: bool = True, want_b: bool = True
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of ``lora_linear`` for ``x``, ``A`` and ``B`` (A and B in their master dtype); None where not wanted."""
+    grad_hidden = (grad_out @ lora_b) * scaling  # tokens × r, small
+    grad_b = ((grad_out.t() @ hidden) * scaling).to(master) if want_b else None
+    grad_a = (grad_hidden.t() @ x).to(master) if want_a else None
+    grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight) if want_x else None
+    return grad_x, grad_a, grad_b
 
 
 def speed_up_lora(model: nn.Module) -> int:

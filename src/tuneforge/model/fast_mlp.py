@@ -23,14 +23,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tuneforge.model.fast_lora import lora_linear, lora_linear_backward
+
 # transformers MLP classes whose forward is exactly down_proj(act_fn(gate_proj(x)) * up_proj(x)).
 GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 # Activation modules that compute F.silu (transformers' ACT2FN["silu"] is its own SiLUActivation class).
 SILU_ACTIVATIONS = frozenset({"SiLU", "SiLUActivation"})
 
 
-def _plain_lora(layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
-    """``(A, B, scaling)`` of a LoRA linear layer the fused function can compute, else None."""
+def _plain_lora(layer: Any, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """``(A, B, scaling)`` of a LoRA linear layer the fused function can compute on ``dtype`` inputs, else None."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     if type(layer) is not LoraLinear or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
@@ -39,7 +41,7 @@ def _plain_lora(layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
         return None
     base = layer.base_layer
-    if not isinstance(base, nn.Linear) or base.bias is not None or base.weight.requires_grad or base.weight.dtype != x.dtype:
+    if not isinstance(base, nn.Linear) or base.bias is not None or base.weight.requires_grad or base.weight.dtype != dtype:
         return None
     return layer.lora_A[name].weight, layer.lora_B[name].weight, float(layer.scaling[name])
 
@@ -47,7 +49,7 @@ def _plain_lora(layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def _fused_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if torch.is_autocast_enabled(x.device.type) or type(self.act_fn).__name__ not in SILU_ACTIVATIONS:
         return self._unfused_forward(x)
-    parts = [_plain_lora(layer, x) for layer in (self.gate_proj, self.up_proj, self.down_proj)]
+    parts = [_plain_lora(layer, x.dtype) for layer in (self.gate_proj, self.up_proj, self.down_proj)]
     if any(part is None for part in parts):
         return self._unfused_forward(x)
     (a_gate, b_gate, s_gate), (a_up, b_up, s_up), (a_down, b_down, s_down) = parts  # type: ignore[misc]
@@ -55,24 +57,6 @@ def _fused_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     out = LoraMLPFunction.apply(flat, self.gate_proj.base_layer.weight, a_gate, b_gate, self.up_proj.base_layer.weight,
                                 a_up, b_up, self.down_proj.base_layer.weight, a_down, b_down, (s_gate, s_up, s_down))
     return out.view(*x.shape[:-1], out.shape[-1])
-
-
-def _lora_linear(x: torch.Tensor, weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x·Wᵀ + s·(x·Aᵀ)·Bᵀ`` and the r-wide ``x·Aᵀ`` (kept for B's gradient)."""
-    hidden = x @ lora_a.t()
-    return torch.addmm(F.linear(x, weight), hidden, lora_b.t(), alpha=scaling), hidden
-
-
-def _lora_linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, lora_a: torch.Tensor,
-                          lora_b: torch.Tensor, hidden: torch.Tensor, scaling: float, master: torch.dtype
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``_lora_linear`` for ``x``, ``A`` and ``B`` (A and B in their master dtype)."""
-    grad_hidden = (grad_out @ lora_b) * scaling
-    grad_b = ((grad_out.t() @ hidden) * scaling).to(master)
-    grad_a = (grad_hidden.t() @ x).to(master)
-    grad_x = torch.addmm(grad_hidden @ lora_a, grad_out, weight)
-    return grad_x, grad_a, grad_b
 
 
 class LoraMLPFunction(torch.autograd.Function):
@@ -89,10 +73,10 @@ class LoraMLPFunction(torch.autograd.Function):
                 b_down: torch.Tensor, scalings: tuple[float, float, float]) -> torch.Tensor:
         ctx.master_dtype = a_gate.dtype
         adapters = [m.to(x.dtype) for m in (a_gate, b_gate, a_up, b_up, a_down, b_down)]  # no copy when dtypes agree
-        gate, h_gate = _lora_linear(x, w_gate, adapters[0], adapters[1], scalings[0])
-        up, h_up = _lora_linear(x, w_up, adapters[2], adapters[3], scalings[1])
+        gate, h_gate = lora_linear(x, w_gate, None, adapters[0], adapters[1], scalings[0])
+        up, h_up = lora_linear(x, w_up, None, adapters[2], adapters[3], scalings[1])
         product = F.silu(gate).mul_(up)
-        out, h_down = _lora_linear(product, w_down, adapters[4], adapters[5], scalings[2])
+        out, h_down = lora_linear(product, w_down, None, adapters[4], adapters[5], scalings[2])
         ctx.save_for_backward(x, w_gate, w_up, w_down, gate, up, h_gate, h_up, h_down, *adapters)
         ctx.scalings = scalings
         return out
@@ -105,15 +89,15 @@ class LoraMLPFunction(torch.autograd.Function):
         sigmoid = torch.sigmoid(gate)
         silu = gate * sigmoid
         product = silu * up  # recomputed: the input of down, for its A gradient
-        grad_product, grad_a_down, grad_b_down = _lora_linear_backward(grad_out, product, w_down, a_down, b_down, h_down,
+        grad_product, grad_a_down, grad_b_down = lora_linear_backward(grad_out, product, w_down, a_down, b_down, h_down,
                                                                        s_down, master)
         del product
         grad_up = grad_product * silu
         # d silu(g)/dg = sigmoid(g) · (1 + g · (1 - sigmoid(g)))
         grad_gate = grad_product.mul_(up).mul_(sigmoid.mul_(gate.mul(1 - sigmoid).add_(1)))
         del silu, sigmoid
-        grad_x_gate, grad_a_gate, grad_b_gate = _lora_linear_backward(grad_gate, x, w_gate, a_gate, b_gate, h_gate, s_gate, master)
-        grad_x_up, grad_a_up, grad_b_up = _lora_linear_backward(grad_up, x, w_up, a_up, b_up, h_up, s_up, master)
+        grad_x_gate, grad_a_gate, grad_b_gate = lora_linear_backward(grad_gate, x, w_gate, a_gate, b_gate, h_gate, s_gate, master)
+        grad_x_up, grad_a_up, grad_b_up = lora_linear_backward(grad_up, x, w_up, a_up, b_up, h_up, s_up, master)
         grad_x = grad_x_gate.add_(grad_x_up) if ctx.needs_input_grad[0] else None
         return (grad_x, None, grad_a_gate, grad_b_gate, None, grad_a_up, grad_b_up, None, grad_a_down, grad_b_down, None)
 
@@ -127,7 +111,7 @@ def fused_mlp_count(model: nn.Module) -> int:
         layers = (module.gate_proj, module.up_proj, module.down_proj)
         weights = [getattr(getattr(layer, "base_layer", None), "weight", None) for layer in layers]
         if all(w is not None for w in weights) and all(
-                _plain_lora(layer, torch.empty(0, dtype=w.dtype)) is not None for layer, w in zip(layers, weights)):
+                _plain_lora(layer, w.dtype) is not None for layer, w in zip(layers, weights)):
             count += 1
     return count
 
