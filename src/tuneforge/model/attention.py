@@ -9,14 +9,20 @@ The examples are cut with one ``split`` (its backward is one concatenation) rath
 each (each slice's backward fills a zero tensor of the whole row). On a CPU, bf16 inputs are
 attended in fp32: PyTorch's CPU flash-attention backward is about twice as slow in bf16 as in fp32
 (measured on this project's bench: 2.4 s vs 1.1 s for 30 layers of an 8-example batch).
+
+The joined output (o_proj's input, a copy) is offered as a saved-tensor recipe
+(model/saved_recipes.py): o_proj keeps the pieces SDPA keeps anyway instead of a second copy.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from tuneforge.model import saved_recipes
 
 PACKED_ATTENTION = "tuneforge_packed"
 _registered = False
@@ -50,7 +56,22 @@ def packed_attention(
         F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
         for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
     ]
-    return torch.cat(pieces, dim=2).transpose(1, 2).to(dtype, memory_format=torch.contiguous_format), None
+    out = _join(dtype, *pieces)
+    # SDPA's fused kernel keeps every piece (its output) for its backward: o_proj need not keep their copy.
+    if p == 0.0 and (query.requires_grad or key.requires_grad or value.requires_grad):
+        saved_recipes.offer("attention", out, functools.partial(_join, dtype), *pieces)
+    return out, None
+
+
+def _join(dtype: torch.dtype, *pieces: torch.Tensor) -> torch.Tensor:
+    """The examples' attention outputs as one row, (1, tokens, heads, head_dim), contiguous: o_proj's input.
+
+    One copy: each piece (1, heads, length, head_dim) is transposed as a view (SDPA's CPU kernel lays
+    it out token-major already) and the concatenation writes the contiguous row. (``.to(memory_format=)``
+    is no copy when the dtype already matches, so a transposed view would reach transformers' reshape,
+    which copies: o_proj's input would then be a tensor no recipe knows.)
+    """
+    return torch.cat([piece.transpose(1, 2) for piece in pieces], dim=1).to(dtype)
 
 
 def use_packed_attention(model: Any) -> None:

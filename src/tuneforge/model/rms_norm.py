@@ -6,7 +6,9 @@ autograd keeps about four full-width copies of the activations per norm, most of
 largest block of saved activations in a bf16 LoRA run (about 10 KB per token per layer for
 SmolLM2). ``RMSNormFunction`` gives the same forward result and gradients but saves only ``x`` and
 the per-token ``rsqrt``, and recomputes the normalised values in the backward pass (cheap next to a
-matrix multiply). ``tests/test_rms_norm.py`` checks it against transformers' module.
+matrix multiply). ``tests/test_rms_norm.py`` checks it against transformers' module. Its output
+is offered as a saved-tensor recipe (model/saved_recipes.py): the layers that consume it (q/k/v,
+the MLP) then keep no copy of it either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from tuneforge.model import saved_recipes
 
 # transformers norm classes whose forward is exactly weight * normalise(x).to(x.dtype).
 PLAIN_RMS_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
@@ -28,8 +32,10 @@ class RMSNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         wide = x.float()
         rstd = torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps)
-        out = weight * (wide * rstd).to(x.dtype)
+        out = normalise(x, weight, rstd, wide)
         ctx.save_for_backward(x, weight, rstd)
+        if x.requires_grad or weight.requires_grad:  # this node keeps x, weight, rstd: the output's consumers need not keep it
+            saved_recipes.offer("rms_norm", out, normalise, x, weight, rstd)
         return out
 
     @staticmethod
@@ -46,6 +52,14 @@ class RMSNormFunction(torch.autograd.Function):
             mean = (grad_normalised * normalised).mean(-1, keepdim=True)
             grad_x = ((grad_normalised - normalised * mean) * rstd).to(x.dtype)
         return grad_x, grad_weight, None
+
+
+def normalise(x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, wide: torch.Tensor | None = None) -> torch.Tensor:
+    """The norm's output from its input and per-token ``rstd`` (``wide``: ``x.float()`` when already made).
+
+    The forward's own ops, so that a rebuild for the backward pass (model/saved_recipes.py) is bitwise the same.
+    """
+    return weight * ((x.float() if wide is None else wide) * rstd).to(x.dtype)
 
 
 def _fused_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from tuneforge.config import FineTuningConfig
 from tuneforge.data.batching import collate, collate_packed, real_tokens, split_into_passes
 from tuneforge.model.loss import LossSums, add_metric_sums
 from tuneforge.model.precision import forward_context
+from tuneforge.model.saved_recipes import saving_recipes
 from tuneforge.train import distributed, fsdp
 
 
@@ -65,7 +66,9 @@ def accumulate_gradients(model: Any, group: list[list[Any]], config: FineTuningC
         filling = batch_items is None
         batch = collate_packed(batch_items or filler) if config.packing else collate(batch_items or filler, pad_token_id)
         batch = _to_device(batch, device)
-        with forward_context(model, precision):
+        # Saved-tensor recipes (model/saved_recipes.py) around the one training forward; not under FSDP, whose
+        # resharding frees and regathers the parameters a recipe would read.
+        with forward_context(model, precision), saving_recipes(enabled=False if config.distributed == "fsdp" else None):
             sums = training_loss_sums(loss_sums, model, batch)
         if filling:  # the collectives of a pass, nothing of its loss
             (sums.loss_sum * 0.0).backward()

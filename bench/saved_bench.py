@@ -1,0 +1,129 @@
+"""What one training pass saves for backward, per token and decoder layer, with saved-tensor recipes off and on.
+
+The work: the speed work's first batch (SmolLM2-135M-Instruct, LoRA r=16 alpha=32 on all linear layers,
+8 rows of bench/data/docstrings.jsonl at max_length 512, packed, fp32) and, for comparison, the same batch
+with full fine-tuning. One forward and backward pass through ``train.accumulation.accumulate_gradients``
+(what training runs), under a ``model.saved_recipes.SavedTally``: every saved tensor is counted once per
+storage, parameters aside, and only while a decoder layer's forward runs (so the figure is per layer; the
+first layer, whose input is the frozen embeddings' output, is left out). A recipe counts nothing: the
+tensors it is rebuilt from are counted where their own producer saves them.
+
+    python bench/saved_bench.py             # writes bench/results/saved.md and .json
+    python bench/saved_bench.py --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT / "bench" / "data" / "docstrings.jsonl"
+
+
+class LayerTally:
+    """A SavedTally that counts only while one of the chosen decoder layers runs its forward."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        from tuneforge.model.saved_recipes import SavedTally
+
+        self.tally = SavedTally()
+        self.inside = False
+        add = self.tally.add
+        self.tally.add = lambda tensor: add(tensor) if self.inside else None  # type: ignore[method-assign]
+        for layer in layers:
+            layer.register_forward_pre_hook(lambda *_: setattr(self, "inside", True))
+            layer.register_forward_hook(lambda *_: setattr(self, "inside", False))
+
+
+def measure(method: str, recipes: bool) -> dict[str, Any]:
+    import torch
+
+    from tuneforge.config import make_config
+    from tuneforge.data.examples import TrainingExample
+    from tuneforge.data.tokenize import encode_examples
+    from tuneforge.model.load import load_model, load_tokenizer
+    from tuneforge.model.methods import get_method, make_trainable
+    from tuneforge.model.resolve import resolve_model
+    from tuneforge.model.saved_recipes import saving_recipes
+    from tuneforge.train.accumulation import accumulate_gradients
+    from tuneforge.train.fsdp import decoder_layers
+    from tuneforge.train.objectives import run_loss_sums
+
+    path = resolve_model("smollm2-135m-instruct")
+    tokenizer = load_tokenizer(path)
+    with open(DATA, encoding="utf-8") as handle:
+        rows = [json.loads(line) for _, line in zip(range(8), handle)]
+    items = encode_examples(tokenizer, [TrainingExample(messages=row["messages"]) for row in rows], 512).items
+    lora = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0} if method == "lora" else {}
+    config = make_config({"model": "smollm2-135m-instruct", "method": method, **lora, "batch_size": 8, "max_length": 512,
+                          "precision": "fp32", "packing": True, "micro_batch_tokens": None, "data": "unused.jsonl"})
+    torch.manual_seed(0)
+    model = make_trainable(get_method(method), load_model(path, dtype=torch.float32), config)
+    model.train()
+    layers = decoder_layers(model)
+    counter = LayerTally(layers[1:])
+    started = time.perf_counter()
+    with saving_recipes(enabled=recipes, tally=counter.tally):
+        accumulate_gradients(model, [items], config, run_loss_sums(config), "fp32", tokenizer.pad_token_id, "cpu")
+    seconds = time.perf_counter() - started
+    tokens = sum(len(item.input_ids) for item in items)
+    per_token_layer = counter.tally.saved_bytes / tokens / (len(layers) - 1)
+    return {"method": method, "recipes": recipes, "tokens": tokens, "layers_counted": len(layers) - 1,
+            "saved_bytes_per_token_layer": per_token_layer, "saved_floats_per_token_layer": per_token_layer / 4,
+            "recipes_used": counter.tally.recipes, "pass_seconds": seconds, "load_average_1min": os.getloadavg()[0]}
+
+
+def write_markdown(report: dict[str, Any]) -> str:
+    rows = report["rows"]
+    lines = ["## Saved for backward: per token and decoder layer, saved-tensor recipes off and on", "",
+             "Reproduce: `.venv/bin/python bench/saved_bench.py`. One training pass of SmolLM2-135M-Instruct (fp32, packed, "
+             "the default fast paths) over the speed work's first batch of 8 rows; every tensor saved for backward "
+             "inside decoder layers 2-30 counted once per storage, parameters aside (`model/saved_recipes.py`'s "
+             "`SavedTally`). Recipes: the norms' outputs and o_proj's input are rebuilt in the backward pass from "
+             "tensors saved anyway (bitwise the same values).", "",
+             f"Machine: {report['machine'].get('cpu', '?')}, {report['machine'].get('cores', '?')} cores; {report['date']}.", "",
+             "| method | recipes | floats / token / layer | MB / token (30 layers) | recipes used | pass seconds | load avg |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(f"| {row['method']} | {'on' if row['recipes'] else 'off'} | {row['saved_floats_per_token_layer']:,.0f} | "
+                     f"{row['saved_bytes_per_token_layer'] * 30 / 1e6:.3f} | {row['recipes_used']} | "
+                     f"{row['pass_seconds']:.1f} | {row['load_average_1min']:.2f} |")
+    for method in sorted({row["method"] for row in rows}):
+        off, on = (next(r for r in rows if r["method"] == method and r["recipes"] is flag) for flag in (False, True))
+        cut = 1 - on["saved_bytes_per_token_layer"] / off["saved_bytes_per_token_layer"]
+        lines.append("")
+        lines.append(f"{method}: {off['saved_floats_per_token_layer']:,.0f} → {on['saved_floats_per_token_layer']:,.0f} "
+                     f"floats per token and layer ({cut:.1%} less).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-write", action="store_true", help="print the table; write nothing")
+    parser.add_argument("--methods", nargs="*", default=["lora", "full"])
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    rows = [measure(method, recipes) for method in args.methods for recipes in (False, True)]
+    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    text = write_markdown(report)
+    print(text)
+    if not args.no_write:
+        (RESULTS / "saved.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "saved.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
