@@ -53,7 +53,8 @@ def test_ten_rows_get_three_epochs_and_small_batches_for_enough_steps():
     assert chosen["epochs"] == 3.0 and "only 10 training examples" in choices["epochs"].reason
     assert chosen["batch_size"] == 1  # 10 rows x 3 epochs: only batch 1 gives 30 steps, close to the 32 wanted
     assert chosen["max_length"] == 64 and choices["max_length"].reason == "the longest example is 60 tokens"
-    assert chosen["learning_rate"] == LORA.default_learning_rate
+    assert chosen["learning_rate"] == 2 * LORA.default_learning_rate  # 30 planned steps: a short run
+    assert "short run (30 planned steps" in choices["learning_rate"].reason
     assert chosen["early_stopping"] is True  # one validation example is still a validation split
 
 
@@ -102,11 +103,17 @@ def test_an_extreme_tail_is_cut_and_counted_but_an_ordinary_spread_is_not():
     assert ordinary.value == 112 and ordinary.reason == "the longest example is 110 tokens"
 
 
-def test_learning_rate_and_warmup_follow_method_and_model_size():
+def test_learning_rate_and_warmup_follow_method_model_size_and_run_length():
     big = ModelFacts(parameters=7_000_000_000, context=4096)
     stats = profile(300, 80, 10)
     lora_big = choose_hyperparameters(stats, big, LORA, make_config({}))
-    assert lora_big["learning_rate"].value == pytest.approx(LORA.default_learning_rate * 0.5)
+    assert lora_big["learning_rate"].value == pytest.approx(LORA.default_learning_rate * 0.5 * 2)  # 57 steps: short run
+    long_run = choose_hyperparameters(profile(5000, 80, 10), big, LORA, make_config({}))  # 625 planned steps
+    assert long_run["learning_rate"].value == pytest.approx(LORA.default_learning_rate * 0.5)
+    assert "short run" not in long_run["learning_rate"].reason
+    ia3 = get_method("ia3")  # the short-run factor is only for the LoRA family, where it was measured
+    assert choose_hyperparameters(stats, SMOLLM, ia3, make_config({"method": "ia3"}))["learning_rate"].value == \
+        ia3.default_learning_rate
     full = get_method("full")
     full_small = choose_hyperparameters(stats, SMOLLM, full, make_config({"method": "full"}))
     assert full_small["learning_rate"].value == full.default_learning_rate
@@ -134,6 +141,8 @@ def test_early_stopping_is_on_by_default_only_with_a_validation_split():
     with_split = choose_hyperparameters(profile(200, 50, 2, validation=20), SMOLLM, LORA, make_config({}))
     assert with_split["early_stopping"].value is True
     assert with_split["evaluation_strategy"].value == "steps" and with_split["early_stopping_patience"].value == 2
+    assert (with_split["early_stopping_min_delta"].value, with_split["early_stopping_relative_delta"].value) == (0.001, 0.05)
+    assert with_split["early_stopping_goal"].value == 0.001  # a validation loss this low: nothing is left to gain
     without = choose_hyperparameters(profile(200, 50, 2, validation=0), SMOLLM, LORA, make_config({}))
     assert without["early_stopping"].value is False and "no validation split" in without["early_stopping"].reason
     assert "evaluation_strategy" not in without
@@ -147,6 +156,7 @@ def test_a_validation_split_of_a_few_examples_is_evaluated_once_an_epoch():
     few = choose_hyperparameters(profile(45, 60, 2, validation=5), SMOLLM, LORA, make_config({}))
     assert few["early_stopping"].value is True and few["evaluation_strategy"].value == "epoch"
     assert "eval_steps" not in few and "5 examples is noisy" in few["evaluation_strategy"].reason
+    assert few["early_stopping_patience"].value == 1  # once an epoch: one epoch without improvement ends the run
     enough = choose_hyperparameters(profile(100, 60, 2, validation=10), SMOLLM, LORA, make_config({}))
     assert enough["evaluation_strategy"].value == "steps" and "eval_steps" in enough
 

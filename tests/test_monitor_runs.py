@@ -22,6 +22,7 @@ from tuneforge.pipeline import FineTuningPipeline
 from tuneforge.train import accumulation, loop
 from tuneforge.train.checkpoint import list_checkpoints
 from tuneforge.train.monitor import MonitorSettings
+from tuneforge.train.validation import goal_reached, improvement_needed
 
 # fp32: the provoked issues are tuned to fp32's numbers (bf16 rounding moves a spike or an overfit by a step).
 QUICK = dict(evaluate_base=False, test_split=0.0, validation_split=0.0, saving_strategy="no", evaluation_strategy="no",
@@ -275,6 +276,29 @@ def test_early_stopping_patience_and_min_delta(tiny_model_dir, tmp_path):
     strict = run(tiny_model_dir, train, tmp_path, name="strict", validation_data=str(validation), early_stopping=True,
                  early_stopping_patience=1, early_stopping_min_delta=10.0, **OVERFIT)
     assert strict.train["steps"] == 12 and strict.train["stopped_early"]["reason"] == "early_stopping"
+    # A relative delta of 99 %: only a loss that falls to a hundredth of the best counts; the same early stop.
+    relative = run(tiny_model_dir, train, tmp_path, name="relative", validation_data=str(validation), early_stopping=True,
+                   early_stopping_patience=1, early_stopping_relative_delta=0.99, **OVERFIT)
+    assert relative.train["steps"] == 12 and relative.train["stopped_early"]["reason"] == "early_stopping"
+
+
+def test_reaching_the_goal_stops_at_that_evaluation(tiny_model_dir, tmp_path):
+    train, validation = disjoint_answers(tmp_path)
+    result = run(tiny_model_dir, train, tmp_path, name="goal", validation_data=str(validation), early_stopping=True,
+                 early_stopping_goal=100.0, **OVERFIT)  # any loss is under 100: the first evaluation ends the run
+    first_eval = next(e for e in read_events(result.run_dir) if e["type"] == "eval.result")
+    stopped = next(e for e in read_events(result.run_dir) if e["type"] == "train.early_stopped")
+    assert result.train["steps"] == first_eval["step"] and stopped["goal"] == 100.0 and "goal" in stopped["message"]
+    accuracy = make_config({"early_stopping_goal": 0.9, "best_metric": "validation_accuracy"})
+    assert goal_reached(accuracy, 0.95, -1.0) and not goal_reached(accuracy, 0.85, -1.0)
+    assert not goal_reached(make_config({}), 0.0, 1.0)  # no goal set: never
+
+
+def test_an_improvement_must_beat_both_the_absolute_and_the_relative_delta():
+    config = make_config({"early_stopping_min_delta": 0.001, "early_stopping_relative_delta": 0.05})
+    assert improvement_needed(config, 2.0) == pytest.approx(0.1)  # 5 % of a large loss
+    assert improvement_needed(config, 0.01) == pytest.approx(0.001)  # a loss this small: the absolute floor
+    assert improvement_needed(make_config({}), 0.5) == 0.0  # the defaults: any improvement counts
 
 
 def test_final_weights_last_keeps_the_last_step(tiny_model_dir, tmp_path):

@@ -29,7 +29,7 @@ def config_flags(parser: argparse.ArgumentParser) -> None:
     sections = {
         "data": {"data", "validation_data", "test_data", "data_format", "text_template", "validation_split", "test_split", "train_on_prompt", "max_length", "skip_invalid"},
         "model": {"model", "method", "trust_remote_code", "adapter_name", "init_from", *method_option_owners()},
-        "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
+        "watch": {"best_metric", "final_weights", "early_stopping", "early_stopping_patience", "early_stopping_min_delta", "early_stopping_relative_delta", "early_stopping_goal",
                   "on_issue", "rollback_lr_factor", "max_rollbacks", "report_to", "resume"},
         "eval": {"evaluation_strategy", "eval_steps", "saving_strategy", "save_steps", "save_total_limit", "logging_steps",
                  "evaluation_metrics", "json_schema", "evaluate_base", "baselines", "baseline_shots", "baseline_retriever", "forgetting_check", "cross_validation", "judge", "judge_rubric", "max_eval_examples", "max_new_tokens", "cost_per_hour", "output", "name"},

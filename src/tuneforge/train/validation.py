@@ -15,10 +15,25 @@ from tuneforge.model.loss import mean_label_loss
 from tuneforge.train.issues import Issue
 
 if TYPE_CHECKING:
+    from tuneforge.config import FineTuningConfig
     from tuneforge.train.loop import TrainingRun
 
 # best_metric values where higher is better; the others are losses.
 HIGHER_IS_BETTER = {"validation_accuracy"}
+
+
+def improvement_needed(config: FineTuningConfig, best: float) -> float:
+    """How much an evaluation must beat ``best`` by to count as an improvement for early stopping:
+    the larger of ``early_stopping_min_delta`` and ``early_stopping_relative_delta`` of the best value.
+
+    A relative delta keeps meaning as a loss gets small: 0.01 is a fifth of a loss of 0.05 but noise on one of 2.
+    """
+    return max(config.early_stopping_min_delta, config.early_stopping_relative_delta * abs(best))
+
+
+def goal_reached(config: FineTuningConfig, value: float, sign: float) -> bool:
+    """Whether ``value`` of ``best_metric`` is at or beyond ``early_stopping_goal`` (``sign``: -1 when higher is better)."""
+    return config.early_stopping_goal is not None and sign * value <= sign * config.early_stopping_goal
 
 
 def evaluate(run: TrainingRun, n_batches: int) -> tuple[list[Issue], str | None]:
@@ -39,17 +54,23 @@ def evaluate(run: TrainingRun, n_batches: int) -> tuple[list[Issue], str | None]
     previous = state.best_value
     if previous is None or sign * value < sign * previous:
         state.best_value, state.best_step = value, state.step
-    if previous is None or sign * (previous - value) > config.early_stopping_min_delta:
+    if previous is None or sign * (previous - value) > improvement_needed(config, previous):
         state.evals_without_improvement = 0
     else:
         state.evals_without_improvement += 1
     run.emit("eval.result", **record, best_step=state.best_step, best_value=state.best_value,
              evals_without_improvement=state.evals_without_improvement)
     issues = run.monitor.track_metrics(record)
+    if config.early_stopping and goal_reached(config, value, sign):
+        run.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
+                 best_step=state.best_step, goal=config.early_stopping_goal,
+                 message=f"{config.best_metric} reached {value:.4g}, the goal of {config.early_stopping_goal:g}: "
+                         "nothing is left to gain")
+        return issues, "early_stopping"
     if config.early_stopping and state.evals_without_improvement >= config.early_stopping_patience:
         run.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
                  best_step=state.best_step, patience=config.early_stopping_patience,
-                 message=f"{config.best_metric} has not improved by more than {config.early_stopping_min_delta} for "
+                 message=f"{config.best_metric} has not improved by more than {improvement_needed(config, state.best_value):.3g} for "
                          f"{state.evals_without_improvement} evaluations; the best was {state.best_value:.4g} at step {state.best_step}")
         return issues, "early_stopping"
     return issues, None
