@@ -77,10 +77,16 @@ $(OLIVE_STAMP): Makefile
 	$(OLIVE_VENV)/bin/pip install --quiet "$(TORCH)" $(OLIVE_PINS)
 	touch $(OLIVE_STAMP)
 
-# Training speed against TRL and Olive on the same work, plus BENCHMARKS.md (about 25 minutes on 2 cores).
+# Training speed against TRL and Olive on the same work (bench/speed_bench.py; its bf16 configurations are skipped, with
+# the reason, on a CPU without native bf16, where they would take hours), then the scale table: every model size and
+# length of its grid with Olive's and TRL's rows beside tuneforge's at SmolLM2-135M/360M (bench/scale_bench.py), then
+# BENCHMARKS.md. On 2 shared CPU cores: about an hour for the speed bench and 2-3 hours for the scale bench (the
+# 1B-and-up rows take about 15 minutes each).
 bench: setup setup-olive
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/speed_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/scale_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/write_benchmarks.py
 
 clean:
 	rm -rf $(VENV) .bench-venvs runs build src/*.egg-info

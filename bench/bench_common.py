@@ -50,17 +50,21 @@ def matmul_peak_gflops(dtype_name: str, repeats: int = 20) -> float:
     return 2 * 4096 * 576 * 1536 / best / 1e9
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = cpu_model()
     from tuneforge.model.precision import cpu_has_native_bf16
 
     info = {"load_average_at_start": round(os.getloadavg()[0], 2), "cpu": cpu, "native_bf16": torch.cuda.is_available() or cpu_has_native_bf16(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),

@@ -2,10 +2,11 @@
 
 Two halves in one file, because both must build the same command:
 
-- ``run_olive(config)`` runs in tuneforge's venv, as the speed bench's worker for an ``olive-*`` configuration: it
-  writes the training rows to a local jsonl file, runs Olive in a child process (``.bench-venvs/olive``), reads
-  that process tree's peak RSS (``ru_maxrss`` of the children), loads the adapter Olive saved with PEFT and scores it
-  with the bench's shared held-out loss.
+- ``train_with_olive(...)`` runs in tuneforge's venv: it runs Olive on a jsonl file in a child process
+  (``.bench-venvs/olive``) and reads that process tree's peak RSS (``ru_maxrss`` of the children). Two callers:
+  ``run_olive(config)``, the speed bench's worker for an ``olive-*`` configuration, which then loads the adapter
+  Olive saved with PEFT and scores it with the bench's shared held-out loss; and the scale bench's ``olive:*`` rows
+  (bench/scale_bench.py), which train a few steps of synthetic text rows (``--text_field``) and score nothing.
 - ``python bench/olive_peer.py <olive CLI arguments>`` runs *inside* Olive's venv: it hooks ``transformers.Trainer``
   (which Olive's LoRA pass constructs) with the same counters TRL gets in the speed bench, the collator's batches and
   a step-end callback, then calls Olive's own CLI entry point with the arguments unchanged, and prints the
@@ -57,13 +58,20 @@ def skip_reason(venv: Path = OLIVE_VENV) -> str | None:
 
 
 def finetune_args(config: dict[str, Any], model: Path, data_file: Path, output: Path, max_length: int) -> list[str]:
-    """The ``olive`` command line (after ``olive``) that trains the speed work as closely as Olive allows."""
+    """The ``olive`` command line (after ``olive``) that trains the speed work as closely as Olive allows.
+
+    ``config``: ``batch_size``; optional ``gradient_checkpointing`` (Olive's default: on), ``text_field`` (rows of
+    plain text in that field instead of chat-templated ``messages``), ``max_samples`` (packed rows; default no cap)
+    and ``max_steps`` (optimizer steps; default one epoch).
+    """
+    text = ["--text_field", config["text_field"]] if config.get("text_field") else ["--use_chat_template"]
     args = [
         "finetune", "-m", str(model), "-o", str(output), "--method", "lora",
         "--lora_r", "16", "--lora_alpha", "32", "--target_modules", ",".join(TARGET_MODULES),
         "--torch_dtype", "float32",
-        "-d", "json", "--data_files", str(data_file), "--train_split", "train", "--use_chat_template",
-        "--max_seq_len", str(max_length), "--max_samples", "100000",  # default 256 packed rows: no cap here
+        "-d", "json", "--data_files", str(data_file), "--train_split", "train", *text,
+        # Olive's default is 256 packed rows: no cap unless the caller asks for one
+        "--max_seq_len", str(max_length), "--max_samples", str(config.get("max_samples", 100000)),
         "--disable_telemetry", "--log_level", "2",
         # transformers.TrainingArguments, passed through by Olive
         "--per_device_train_batch_size", str(config["batch_size"]), "--num_train_epochs", "1",
@@ -73,6 +81,8 @@ def finetune_args(config: dict[str, Any], model: Path, data_file: Path, output: 
     ]
     if not config.get("gradient_checkpointing", True):
         args += ["--gradient_checkpointing", "False"]
+    if config.get("max_steps"):
+        args += ["--max_steps", str(config["max_steps"])]
     return args
 
 
@@ -92,38 +102,52 @@ def run_olive(config: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)  # Olive copies the base model (0.5 GB) and its cache in there
 
 
+def train_with_olive(config: dict[str, Any], model: Path, rows: list[dict[str, Any]], work: Path, max_length: int,
+                     model_label: str) -> dict[str, Any]:
+    """Train ``model`` on ``rows`` with Olive's hooked CLI in a child process, ``work`` as its working directory.
+
+    Returns the harness's counters (StepClock's summary, what Olive's Trainer was given), the child's peak RSS, the
+    wall time and the command as a person would type it (``model_label`` for the model's path), or ``{"error": ...}``
+    with the end of Olive's output. Call it before this process loads anything big: the peak RSS read is that of
+    the largest child so far.
+    """
+    data_file = work / "train.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    command = olive_command(config, model, data_file, work / "out", max_length)
+    started = time.perf_counter()
+    # cwd: Olive keeps its cache (.olive-cache) in the working directory
+    done = subprocess.run(command, capture_output=True, text=True, cwd=work, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - started
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{"olive"')]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr or done.stdout)[-2000:]}
+    return {**json.loads(lines[-1]), "peak_rss_mb": peak_rss_mb, "wall_seconds": wall, "precision": "fp32",
+            "timing": "harness step clock hooked into Olive's transformers.Trainer (first step left out)",
+            "olive_command": shown_command(command, model, work, model_label)}
+
+
 def _train_and_score(config: dict[str, Any], work: Path) -> dict[str, Any]:
     from peft import PeftModel
     from speed_bench import MAX_LENGTH, TRAIN_ROWS, held_out_loss, model_dir, read_rows
     from tuneforge.model.load import load_model, load_tokenizer
 
-    data_file = work / "train.jsonl"
-    data_file.write_text("".join(json.dumps({"messages": r["messages"]}) + "\n" for r in read_rows(TRAIN_ROWS)))
     path = model_dir()
-    command = olive_command(config, path, data_file, work / "out", MAX_LENGTH)
-    started = time.perf_counter()
-    # cwd: Olive keeps its cache (.olive-cache) in the working directory
-    done = subprocess.run(command, capture_output=True, text=True, cwd=work, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    wall = time.perf_counter() - started
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # before this process loads anything
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"olive"')]
-    if done.returncode != 0 or not lines:
-        return {"error": (done.stderr or done.stdout)[-2000:]}
-    result = json.loads(lines[-1])
+    rows = [{"messages": r["messages"]} for r in read_rows(TRAIN_ROWS)]
+    result = train_with_olive(config, path, rows, work, MAX_LENGTH, "<smollm2-135m-instruct>")
+    if "error" in result:
+        return result
     adapters = sorted(work.glob("out/**/adapter_config.json"))
     if not adapters:
         return {"error": f"Olive saved no PEFT adapter under {work / 'out'}"}
     model = PeftModel.from_pretrained(load_model(path), adapters[0].parent)
-    return {**result, "peak_rss_mb": peak_rss_mb, "wall_seconds": wall, "precision": "fp32",
-            "held_out_loss": held_out_loss(model, load_tokenizer(path)),
-            "timing": "harness step clock hooked into Olive's transformers.Trainer (first step left out)",
-            "olive_command": shown_command(command, path, work)}
+    return {**result, "held_out_loss": held_out_loss(model, load_tokenizer(path))}
 
 
-def shown_command(command: list[str], model: Path, work: Path) -> str:
+def shown_command(command: list[str], model: Path, work: Path, model_label: str = "<smollm2-135m-instruct>") -> str:
     """The ``olive`` part of ``command`` as a person would type it, this run's temporary paths named instead."""
     text = "olive " + " ".join(command[command.index("finetune"):])
-    return text.replace(str(model), "<smollm2-135m-instruct>").replace(str(work), "<work>")
+    return text.replace(str(model), model_label).replace(str(work), "<work>")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,9 +10,13 @@ Per row: tokens/s over the timed steps (the first step is a warm-up), peak RSS o
 memory planner's estimate of a step's peak and what it chose, the model FLOPs per token (PaLM
 convention, as the speed bench) and the fraction of this CPU's measured matmul peak.
 
-    python bench/scale_bench.py                       # the default grid (see GRID)
+    python bench/scale_bench.py                       # the default grid (see GRID) and its peers (PEERS)
     python bench/scale_bench.py --only smollm2-135m:lora:512 qwen2.5-0.5b:qlora:512
+    python bench/scale_bench.py --only olive:smollm2-135m:lora:512 trl:smollm2-135m:lora:512 smollm2-135m:lora:512
     python bench/scale_bench.py --memory-limit 12GB --only smollm2-1.7b:lora:1024
+
+Peer rows (``olive:MODEL:METHOD:LENGTH``, ``trl:...``) train the same rows and steps with Microsoft Olive's
+``olive finetune`` and TRL's SFTTrainer (bench/scale_peers.py), shown beside tuneforge's row of the same key.
 
 Writes bench/results/scale.json (results merge across invocations) and bench/results/scale.md.
 """
@@ -28,10 +32,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
+from scale_peers import PEERS, parse_key, peer_key, peer_lines, peer_row, skip_reason, train_peer  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 MODELS_HOME = Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge") / "scale-models"
 
@@ -73,6 +78,15 @@ TOKENS_PER_STEP = 1024  # batch_size × max_length is held at this (batch at lea
 STEPS = 3  # optimizer steps; the first is a warm-up and not timed (2 timed steps of TOKENS_PER_STEP each)
 
 
+def default_keys() -> list[str]:
+    """The grid's keys in order, each peer (PEERS) right after tuneforge's row of the same model:method:length."""
+    keys = []
+    for name, method, length in GRID:
+        keys.append(f"{name}:{method}:{length}")
+        keys += [peer_key(*peer) for peer in PEERS if peer[1:] == (name, method, length)]
+    return keys
+
+
 def model_dir(name: str) -> Path:
     """The random-weight model ``name`` (built once, cached), with SmolLM2's tokenizer (ids fit every vocabulary)."""
     target = MODELS_HOME / name
@@ -107,7 +121,7 @@ def synthetic_rows(n: int, max_length: int, seed: int = 0) -> list[dict[str, str
 
 def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -> dict[str, Any]:
     """Train STEPS steps in this process; the measured figures."""
-    from bench_common import cpu_steal, steal_percent
+    from bench_common import cpu_model, cpu_steal, steal_percent
 
     from tuneforge.config import make_config
     from tuneforge.data.examples import TrainingData, TrainingExample
@@ -153,8 +167,20 @@ def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -
         "steal_percent": steal_percent(seen["steal"], cpu_steal()) if "steal" in seen else None,
         "load_average": round(os.getloadavg()[0], 2),
         **({"memory_limit": memory_limit} if memory_limit else {}),
-        "commit": _commit(),
+        "commit": _commit(), "cpu": cpu_model(),
     }
+
+
+def run_peer(framework: str, name: str, method: str, max_length: int) -> dict[str, Any]:
+    """Train the same STEPS steps of the same rows as ``run_one`` with a peer (Olive, TRL); the measured figures."""
+    from bench_common import cpu_model
+
+    batch = max(1, TOKENS_PER_STEP // max_length)
+    path = model_dir(name)
+    measured = train_peer(framework, path, name, synthetic_rows(batch * STEPS, max_length), batch, STEPS, max_length)
+    return {"framework": framework, "model": name, "method": method, "max_length": max_length, "batch_size": batch,
+            **peer_row(framework, measured), "load_average": round(os.getloadavg()[0], 2), "commit": _commit(),
+            "cpu": cpu_model()}
 
 
 def _commit() -> str | None:
@@ -176,27 +202,43 @@ def flops_per_token(name: str, method: str, max_length: int, trainable: int) -> 
 
 
 def worker(key: str, memory_limit: str | None) -> None:
-    name, method, length = key.split(":")
-    print(json.dumps(run_one(name, method, int(length), memory_limit)), flush=True)
+    framework, name, method, length = parse_key(key)
+    row = run_one(name, method, length, memory_limit) if framework == "tuneforge" else run_peer(framework, name, method, length)
+    print(json.dumps(row), flush=True)
+
+
+def identity(key: str, memory_limit: str | None = None) -> dict[str, Any]:
+    """The fields that name a row (``key_of`` of it is ``key``): a peer's framework, model, method, length, limit."""
+    framework, name, method, length = parse_key(key)
+    return {**({"framework": framework} if framework != "tuneforge" else {}), "model": name, "method": method,
+            "max_length": length, **({"memory_limit": memory_limit} if memory_limit and framework == "tuneforge" else {})}
 
 
 def run_in_fresh_process(key: str, memory_limit: str | None) -> dict[str, Any]:
+    """One row in a fresh process; a peer that cannot run here is a skipped row with the reason (no process)."""
+    framework = parse_key(key)[0]
+    if framework != "tuneforge":
+        memory_limit = None  # the peers have no memory planner
+        reason = skip_reason(framework)
+        if reason:
+            return {**identity(key), "skipped": reason}
     command = [sys.executable, __file__, "--worker", key, *(["--memory-limit", memory_limit] if memory_limit else [])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        name, method, length = key.split(":")
-        return {"model": name, "method": method, "max_length": int(length), "error": (done.stderr or done.stdout)[-1500:]}
-    return json.loads(lines[-1])
+        return {**identity(key, memory_limit), "error": (done.stderr or done.stdout)[-1500:]}
+    return {**json.loads(lines[-1]), **identity(key, memory_limit)}
 
 
 PLANNED_BEFORE_FIX = {"smollm2-135m:lora:128", "smollm2-135m:lora:512", "smollm2-135m:lora:1024"}
 
 
 def key_of(row: dict[str, Any]) -> str:
+    """The row's key: ``[FRAMEWORK:]MODEL:METHOD:LENGTH[@LIMIT]`` (no framework for tuneforge's rows)."""
     limit = f"@{row['memory_limit']}" if row.get("memory_limit") else ""
-    return f"{row['model']}:{row['method']}:{row['max_length']}{limit}"
+    framework = f"{row['framework']}:" if row.get("framework", "tuneforge") != "tuneforge" else ""
+    return f"{framework}{row['model']}:{row['method']}:{row['max_length']}{limit}"
 
 
 def write_markdown(report: dict[str, Any]) -> None:
@@ -216,7 +258,7 @@ def write_markdown(report: dict[str, Any]) -> None:
         "load |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
-    for row in report["rows"]:
+    for row in (r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"):
         if "error" in row:
             lines.append(f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | failed: "
                          f"{row['error'].strip().splitlines()[-1][:120] if row['error'].strip() else '?'} | | | | | | |")
@@ -241,7 +283,9 @@ def write_markdown(report: dict[str, Any]) -> None:
               "other jobs (up to 8 on 2 cores), so the ratio would mislead; BENCHMARKS' speed section has it from a quiet run. "
               "² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width activations per "
               "token and layer fewer: these rows' peaks are higher than the current code's.",
-              "", f"Measured {report['date']} onwards."]
+              ""]
+    peers = peer_lines(report["rows"], key_of)
+    lines += [*peers, *([""] if peers else []), f"Measured {report['date']} onwards."]
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -309,10 +353,17 @@ def write_plan_markdown(rows: list[dict[str, Any]]) -> None:
     (RESULTS / "scale_plan.md").write_text("\n".join(lines) + "\n")
 
 
+def row_order(rows: Any) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Rows by model size (a peer's size is its tuneforge row's), method, length, tuneforge before its peers."""
+    sizes = {row["model"]: row["parameters"] for row in rows if row.get("parameters")}
+    return lambda r: (r.get("parameters") or sizes.get(r["model"], 0), r["method"], r["max_length"], r.get("framework", ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--only", nargs="*", help="MODEL:METHOD:MAX_LENGTH keys (default: the grid)")
+    parser.add_argument("--only", nargs="*", help="MODEL:METHOD:MAX_LENGTH keys, or olive:/trl: and such a key for a "
+                        "peer's row (default: the grid and its peers)")
     parser.add_argument("--memory-limit", help="passed to each run (the planner fits the run to it)")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.md from scale.json")
     parser.add_argument("--plan", action="store_true", help="only write scale_plan.md: the planner's figures, nothing trained")
@@ -328,18 +379,25 @@ def main() -> None:
     if args.render:
         write_markdown(json.loads((RESULTS / "scale.json").read_text()))
         return
-    keys = args.only or [f"{n}:{m}:{l}" for n, m, l in GRID]
+    keys = args.only or default_keys()
+    for key in keys:
+        try:
+            model = parse_key(key)[1]
+        except ValueError as error:
+            parser.error(str(error))
+        if model not in ARCHITECTURES:
+            parser.error(f"{key!r}: no model {model!r}; the models: {', '.join(ARCHITECTURES)}")
     path = RESULTS / "scale.json"
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    rows = {f"{r['model']}:{r['method']}:{r['max_length']}": r for r in old.get("rows", [])}
+    rows = {key_of(r): r for r in old.get("rows", [])}
     report = {"machine": machine(), "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")},
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     for key in keys:
         print(f"{key} ...", flush=True)
         row = run_in_fresh_process(key, args.memory_limit)
-        rows[key_of({**row, "memory_limit": args.memory_limit})] = row
+        rows[key_of(row)] = row
         print(json.dumps(row)[:400], flush=True)
-        report["rows"] = sorted(rows.values(), key=lambda r: (r.get("parameters") or 0, r["method"], r["max_length"]))
+        report["rows"] = sorted(rows.values(), key=row_order(rows.values()))
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         write_markdown(report)

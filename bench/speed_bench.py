@@ -22,6 +22,9 @@ Each configuration runs in a fresh subprocess (one process tree, one at a time).
 - measures this machine's fp32 and bf16 matmul peaks for MFU (each run against the peak of the
   format it computed in).
 
+A bf16 configuration (TRL's ``bf16: True``) is skipped, with the reason recorded, on a CPU without native bf16,
+where it would take hours; naming it in ``--only`` runs it anyway.
+
     python bench/speed_bench.py            # everything; writes bench/results/speed.json and BENCHMARKS.md
     python bench/speed_bench.py --only tuneforge-b8 trl-tuned
 """
@@ -251,6 +254,19 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
 
 def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     """TRL's SFTTrainer: tuned for CPU (bf16 off, gradient checkpointing off), or as ``config`` says; no workers."""
+    rows = read_rows(TRAIN_ROWS)
+    # Prompt/completion form, so TRL takes the loss on the answers only, as tuneforge does.
+    dataset = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+    trainer, measured = train_trl(config, model_dir(), dataset, MAX_LENGTH)
+    return {**measured, "held_out_loss": held_out_loss(trainer.model, trainer.processing_class)}
+
+
+def train_trl(config: dict[str, Any], path: Path, rows: list[dict[str, Any]], max_length: int,
+              max_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train ``path`` with TRL's SFTTrainer (LoRA r16 alpha 32 on all linear layers) on ``rows`` (prompt/completion
+    or ``text`` rows, as TRL reads them) with the harness's counters; the trainer and the measured figures.
+
+    Used by the speed bench and by the scale bench's ``trl:*`` rows (bench/scale_bench.py, a few ``max_steps``)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -258,17 +274,14 @@ def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     clock = StepClock()
-    path = model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    rows = read_rows(TRAIN_ROWS)
-    # Prompt/completion form, so TRL takes the loss on the answers only, as tuneforge does.
-    dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+    dataset = Dataset.from_list(rows)
     gpu = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=config["batch_size"],
-        num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, max_length=MAX_LENGTH, bf16=config.get("bf16", gpu),
+        num_train_epochs=1, max_steps=max_steps or -1, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=0,
+        weight_decay=0.0, max_grad_norm=1.0, max_length=max_length, bf16=config.get("bf16", gpu),
         gradient_checkpointing=config.get("gradient_checkpointing", False),
         packing=config.get("packing", False), dataloader_num_workers=0, logging_steps=1000, save_strategy="no",
         eval_strategy="no", report_to="none", seed=0, use_cpu=not gpu,
@@ -298,8 +311,7 @@ def run_trl(config: dict[str, Any]) -> dict[str, Any]:
     trainer.train()
     wall = time.perf_counter() - started
     memory = peak_memory()
-    return {**clock.summary(), **memory, "wall_seconds": wall, "precision": "bf16" if args.bf16 else "fp32",
-            "held_out_loss": held_out_loss(trainer.model, tokenizer)}
+    return trainer, {**clock.summary(), **memory, "wall_seconds": wall, "precision": "bf16" if args.bf16 else "fp32"}
 
 
 def run_untrained() -> dict[str, Any]:
@@ -326,6 +338,26 @@ def flops_per_token(method: str, config_path: Path, lengths: list[int], lora_par
     if method == "full":
         return 6 * n_lin + attention
     return 4 * n_lin + attention + 6 * lora_params
+
+
+def config_precision(config: dict[str, Any]) -> str:
+    """The format a configuration asks to compute in: ``bf16`` (TRL's ``bf16: True``, tuneforge's ``precision: bf16``),
+    else what it runs by default (``auto`` for tuneforge: bf16 only where the hardware has it, so never emulated)."""
+    if config.get("bf16") or config.get("precision") == "bf16":
+        return "bf16"
+    return config.get("precision", "auto" if config["framework"] == "tuneforge" else "fp32")
+
+
+def bf16_skip_reason(config: dict[str, Any], native_bf16: bool, asked: bool, peaks: dict[str, float]) -> str | None:
+    """Why a bf16 configuration is left out on this machine (None when it runs).
+
+    Without native bf16 (no AMX/AVX512-BF16) every bf16 matmul is emulated, over a hundred times slower than fp32
+    here, so one such configuration takes hours; it still runs when named with ``--only`` (``asked``)."""
+    if config_precision(config) != "bf16" or native_bf16 or asked:
+        return None
+    return (f"bf16 on a CPU without native bf16 (AMX/AVX512-BF16): matmul {peaks.get('bf16', float('nan')):.1f} "
+            f"against fp32 {peaks.get('fp32', float('nan')):.0f} GFLOP/s measured here, so it would take hours; "
+            "run it with `--only NAME`")
 
 
 def run_worker(name: str) -> dict[str, Any]:
@@ -389,7 +421,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", flush=True)
-        skipped = olive_skip_reason() if CONFIGS[name]["framework"] == "olive" else None
+        config = CONFIGS[name]
+        skipped = (olive_skip_reason() if config["framework"] == "olive" else None) or bf16_skip_reason(
+            config, report["machine"]["native_bf16"], asked=name in (args.only or []), peaks=report["matmul_peak_gflops"])
         results[name] = {"skipped": skipped} if skipped else run_worker(name)
         keys = ("tokens_per_second", "peak_rss_mb", "held_out_loss", "precision", "cpu_steal_percent", "error", "skipped")
         print("  " + json.dumps({key: results[name][key] for key in keys if key in results[name]})[-600:], flush=True)
