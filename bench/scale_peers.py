@@ -115,7 +115,8 @@ def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], st
         "all tokens, keeps gradient checkpointing on and LoRA dropout 0.05 (bench/olive_peer.py). **TRL** SFTTrainer: "
         "fp32, gradient checkpointing off, no packing, LoRA r16 alpha 32 on all linear layers. Peak RSS is that of "
         "the process that trained. *Speed* and *memory* are tuneforge's figure ÷ the peer's (speed above 1: tuneforge "
-        "faster; memory below 1: tuneforge smaller); both rows ran under the load shown, which differs between rows.", "",
+        "faster; memory below 1: tuneforge smaller). *Load* is the load average when the peer's row and when tuneforge's "
+        "row ended (the machine is shared): speed ratios between rows measured under different loads are rough.", "",
         "| model | method | max_length | tool | batch | tokens/s | s/step | peak RSS GB | load | tuneforge tokens/s | "
         "tuneforge peak RSS GB | speed | memory |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -131,7 +132,7 @@ def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], st
                  if tf.get("tokens_per_second") and row.get("tokens_per_second") else "—")
         memory = f"{tf['peak_rss_mb'] / row['peak_rss_mb']:.2f}×" if tf.get("peak_rss_mb") and row.get("peak_rss_mb") else "—"
         lines.append(f"{head} {row['batch_size']} | {row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | "
-                     f"{_gb(row['peak_rss_mb'])} | {row.get('load_average', '—')} | "
+                     f"{_gb(row['peak_rss_mb'])} | {row.get('load_average', '—')} / {tf.get('load_average', '—')} | "
                      f"{tf.get('tokens_per_second') or 0:,.1f} | {_gb(tf.get('peak_rss_mb'))} | {speed} | {memory} |")
     command = next((row["olive_command"] for row in peers if row.get("olive_command")), None)
     if command:

@@ -100,7 +100,7 @@ def _rows() -> list[dict]:
 def test_peer_rows_sit_beside_tuneforge_with_the_ratios() -> None:
     text = "\n".join(scale_peers.peer_lines(_rows(), scale_bench.key_of))
     olive = next(line for line in text.splitlines() if line.startswith("| smollm2-135m | lora | 512 | olive |"))
-    assert olive.endswith("| 20.0 | 3.00 | 2.00× | 0.50× |")  # tuneforge's figures, then speed and memory ratios
+    assert olive.endswith("| 2.1 / 2.0 | 20.0 | 3.00 | 2.00× | 0.50× |")  # tuneforge's figures, then speed and memory ratios
     trl = next(line for line in text.splitlines() if "| trl |" in line)
     assert "| trl | | skipped: TRL is not installed |" in trl  # batch empty, the reason where tokens/s would be
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
