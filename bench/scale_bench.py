@@ -270,7 +270,7 @@ def write_markdown(report: dict[str, Any]) -> None:
         lines.append(
             f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
             f"{row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
-            f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX else ''} | "
+            f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX and not row.get('commit') else ''} | "
             f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
             f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
             f"{'' if row.get('commit') else ' ²'} | {row['load_average']} |"

@@ -141,13 +141,22 @@ def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], st
 
 
 def left_out_text(rows: list[dict[str, Any]]) -> str:
-    """Why the peers do not run at the other sizes by default, with what tuneforge's own rows of those sizes cost here."""
-    others = [row for row in rows if row.get("framework", "tuneforge") == "tuneforge" and row["model"] not in PEER_MODELS
-              and row.get("wall_seconds")]
-    cost = (f" tuneforge's own rows at those sizes took {min(r['wall_seconds'] for r in others) / 60:.0f}–"
-            f"{max(r['wall_seconds'] for r in others) / 60:.0f} minutes each here, and both peers are slower per token "
-            "(the rows above), so two peer rows per size would add hours to `make bench`." if others else "")
+    """Why the peers do not run at the other sizes by default, from what the rows measured here cost."""
+    ours = {(r["model"], r["method"], r["max_length"]): r for r in rows
+            if r.get("framework", "tuneforge") == "tuneforge" and r.get("wall_seconds") and not r.get("memory_limit")}
+    others = [r for (model, _, _), r in ours.items() if model not in PEER_MODELS]
+    cost = ""
+    if others:
+        cost = (f" tuneforge's own rows at those sizes took {min(r['wall_seconds'] for r in others) / 60:.0f}–"
+                f"{max(r['wall_seconds'] for r in others) / 60:.0f} minutes each here")
+        ratios = [r["wall_seconds"] / ours[(r["model"], r["method"], r["max_length"])]["wall_seconds"] for r in rows
+                  if r.get("framework", "tuneforge") != "tuneforge" and r.get("wall_seconds")
+                  and (r["model"], r["method"], r["max_length"]) in ours]
+        if ratios:
+            cost += (f", and a peer's row took {min(ratios):.1f}–{max(ratios):.1f}× the wall time of tuneforge's row "
+                     "of the same key (the rows above), so two peer rows per size would add hours to `make bench`")
+        cost += "."
     return ("The peers run by default at " + " and ".join(PEER_MODELS) + ", 512 tokens, LoRA only. Left out: Qwen2.5-0.5B "
-            "and the 1B-and-up models, and the other lengths." + cost + " QLoRA is left out: Olive's venv "
-            "(`make setup-olive`) has its `lora` extra only, without bitsandbytes. Any size runs on request: "
-            "`--only olive:MODEL:lora:LENGTH trl:MODEL:lora:LENGTH`.")
+            "and the 1B-and-up models, and the other lengths, for the time they take:" + cost + " Their memory at "
+            "those sizes is not measured. QLoRA is left out: Olive's venv (`make setup-olive`) has its `lora` extra "
+            "only, without bitsandbytes. Any size runs on request: `--only olive:MODEL:lora:LENGTH trl:MODEL:lora:LENGTH`.")
