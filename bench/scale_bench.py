@@ -285,7 +285,7 @@ def write_markdown(report: dict[str, Any]) -> None:
               "token and layer fewer: these rows' peaks are higher than the current code's.",
               ""]
     peers = peer_lines(report["rows"], key_of)
-    lines += [*peers, *([""] if peers else []), f"Measured {report['date']} onwards."]
+    lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']} (the last run)."]
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -394,6 +394,7 @@ def main() -> None:
     # Without native bf16 a bf16 multiply is emulated (seconds each): a few repeats show it, as in the speed bench.
     peaks = {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16", 20 if info["native_bf16"] else 2)}
     report = {"machine": info, "matmul_peak_gflops": peaks, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report["first_date"] = old.get("first_date") or old.get("date") or report["date"]  # rows merge across runs
     for key in keys:
         print(f"{key} ...", flush=True)
         row = run_in_fresh_process(key, args.memory_limit)
