@@ -48,13 +48,15 @@ def values(choices) -> dict:
 
 
 def test_ten_rows_get_three_epochs_and_small_batches_for_enough_steps():
-    choices = choose_hyperparameters(profile(10, 60, 3), SMOLLM, LORA, make_config({}))
+    choices = choose_hyperparameters(profile(10, 60, 3, labels=["no", "yes"]), SMOLLM, LORA, make_config({}))
     chosen = values(choices)
     assert chosen["epochs"] == 3.0 and "only 10 training examples" in choices["epochs"].reason
     assert chosen["batch_size"] == 1  # 10 rows x 3 epochs: only batch 1 gives 30 steps, close to the 32 wanted
     assert chosen["max_length"] == 64 and choices["max_length"].reason == "the longest example is 60 tokens"
     assert chosen["learning_rate"] == 2 * LORA.default_learning_rate  # 30 planned steps: a short run
-    assert "short run (30 planned steps" in choices["learning_rate"].reason
+    assert "short run of a label task (30 planned steps" in choices["learning_rate"].reason
+    free_text = choose_hyperparameters(profile(10, 60, 3), SMOLLM, LORA, make_config({}))  # no label set
+    assert free_text["learning_rate"].value == LORA.default_learning_rate
     assert chosen["early_stopping"] is True  # one validation example is still a validation split
 
 
@@ -105,10 +107,10 @@ def test_an_extreme_tail_is_cut_and_counted_but_an_ordinary_spread_is_not():
 
 def test_learning_rate_and_warmup_follow_method_model_size_and_run_length():
     big = ModelFacts(parameters=7_000_000_000, context=4096)
-    stats = profile(300, 80, 10)
+    stats = profile(300, 80, 10, labels=["a", "b", "c"])
     lora_big = choose_hyperparameters(stats, big, LORA, make_config({}))
     assert lora_big["learning_rate"].value == pytest.approx(LORA.default_learning_rate * 0.5 * 2)  # 57 steps: short run
-    long_run = choose_hyperparameters(profile(5000, 80, 10), big, LORA, make_config({}))  # 625 planned steps
+    long_run = choose_hyperparameters(profile(5000, 80, 10, labels=["a", "b"]), big, LORA, make_config({}))  # 625 steps
     assert long_run["learning_rate"].value == pytest.approx(LORA.default_learning_rate * 0.5)
     assert "short run" not in long_run["learning_rate"].reason
     ia3 = get_method("ia3")  # the short-run factor is only for the LoRA family, where it was measured
@@ -140,7 +142,10 @@ def test_explicit_values_always_win_in_python_yaml_and_flags(tmp_path: Path):
 def test_early_stopping_is_on_by_default_only_with_a_validation_split():
     with_split = choose_hyperparameters(profile(200, 50, 2, validation=20), SMOLLM, LORA, make_config({}))
     assert with_split["early_stopping"].value is True
-    assert with_split["evaluation_strategy"].value == "steps" and with_split["early_stopping_patience"].value == 2
+    assert with_split["evaluation_strategy"].value == "steps"
+    assert with_split["epochs"].value == 2.0 and with_split["early_stopping_patience"].value == 4  # a whole epoch
+    one_epoch = choose_hyperparameters(profile(480, 50, 2, validation=20), SMOLLM, LORA, make_config({}))
+    assert one_epoch["epochs"].value == 1.0 and one_epoch["early_stopping_patience"].value == 2
     assert (with_split["early_stopping_min_delta"].value, with_split["early_stopping_relative_delta"].value) == (0.001, 0.05)
     assert with_split["early_stopping_goal"].value == 0.001  # a validation loss this low: nothing is left to gain
     without = choose_hyperparameters(profile(200, 50, 2, validation=0), SMOLLM, LORA, make_config({}))

@@ -57,11 +57,12 @@ def add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="fine-tune the embedded model on the bundled customer-intent task and compare with the base",
         description="The bundled example: 360 customer messages labelled with 8 intents. Trains LoRA on "
-        "SmolLM2-135M-Instruct, then prints base vs tuned on the held-out test split.",
+        "SmolLM2-135M-Instruct with the hyperparameters chosen from the data (auto, printed before training), "
+        "then prints base vs tuned on the held-out test split.",
     )
     demo.add_argument("--output", default=None, help="run directory (default: runs/demo-<time>)")
     demo.add_argument("--epochs", type=config_value("epochs"), default=None, metavar="X",
-                      help="passes over the training split (default: 1)")
+                      help="passes over the training split (default: auto, chosen from the data)")
     demo.add_argument("--json", action="store_true", help="print results.json instead of tables")
     demo.set_defaults(handler=cmd_demo)
 
