@@ -47,6 +47,27 @@ def test_activations_grow_with_tokens_and_layers_and_checkpointing_cuts_them():
     assert activations(1024, False, deeper) > 1.9 * activations(1024, False)
 
 
+def test_saved_tensor_recipes_lower_the_plan_only_where_they_run(monkeypatch):
+    from tuneforge.config import FineTuningConfig
+    from tuneforge.model import saved_recipes
+
+    config = FineTuningConfig(data="unused.jsonl")
+    assert memory_plan.recipe_tensors_of_run(config, full=False, precision="fp32") == 3  # two norm outputs, o_proj's input
+    assert memory_plan.recipe_tensors_of_run(config.model_copy(update={"packing": False}), full=False, precision="fp32") == 2
+    assert memory_plan.recipe_tensors_of_run(config.model_copy(update={"distributed": "fsdp"}), full=False, precision="fp32") == 0
+    assert memory_plan.recipe_tensors_of_run(config, full=True, precision="bf16") == 0  # autocast saves cast copies
+    monkeypatch.setattr(saved_recipes, "ENABLED", False)
+    assert memory_plan.recipe_tensors_of_run(config, full=False, precision="fp32") == 0
+
+    def per_token(checkpointing: bool, tensors: int) -> float:
+        return memory_plan.activation_bytes_per_token(SMOLLM2_135M, full=False, checkpointing=checkpointing, dtype_bytes=4,
+                                                      fused_mlp=True, recipe_tensors=tensors)
+
+    saving = per_token(False, 0) - per_token(False, 3)
+    assert saving == pytest.approx(4 * memory_plan.RECIPE_SAVING * 3 * 576 * 30)  # 0 while glibc keeps the memory
+    assert per_token(True, 3) == per_token(True, 0)  # a recomputed layer runs without recipes
+
+
 def test_the_plan_keeps_settings_that_fit(monkeypatch):
     plan = plan_memory(SMOLLM2_135M, resident_mb=1000, trainable=4_800_000, full=False, activation_dtype_bytes=4,
                        batch_size=8, longest_example=512, micro_batch_tokens=2048, gradient_checkpointing=False,
@@ -156,7 +177,8 @@ def test_the_estimate_is_close_to_a_measured_training_step(tiny_model_dir, tmp_p
         accumulate_gradients(model, [items], config, run_loss_sums(config), "fp32", 0, "cpu")
     measured = span.peak_mb - before
     estimate = estimate_step_memory(shape, weights_mb=0, trainable=0, tokens_per_pass=2048, checkpointing=False,
-                                    full=False, dtype_bytes=4)
+                                    full=False, dtype_bytes=4,
+                                    recipe_tensors=memory_plan.recipe_tensors_of_run(config, full=False, precision="fp32"))
     predicted = estimate.activations_mb + estimate.logits_mb
     assert 0.7 * measured <= predicted <= 1.4 * measured, (predicted, measured)
 

@@ -218,19 +218,22 @@ def offer(site: str, output: torch.Tensor, rebuild: Callable[..., torch.Tensor],
 def saving_recipes(enabled: bool | None = None, tally: SavedTally | None = None) -> Iterator[None]:
     """The context of a training forward pass: saved tensors that an offer can rebuild are kept as recipes.
 
-    ``enabled`` defaults to ``ENABLED``; with recipes off and no ``tally`` nothing is installed. A
+    ``enabled`` defaults to ``ENABLED``; with recipes off and no ``tally`` no hooks are installed. A
     ``tally`` counts what is saved (distinct storages, parameters aside) and how many recipes.
-    Nested use is refused (one registry at a time): an inner context does nothing.
+    The outermost context decides: an inner one (the training loop's, inside a benchmark's) does nothing.
     """
     global _active
     recipes = ENABLED if enabled is None else enabled
-    if _active is not None or not (recipes or tally is not None):
+    if _active is not None:
         yield
         return
     registry = _Registry(recipes, tally)
     _active = registry
     try:
-        with torch.autograd.graph.saved_tensors_hooks(registry.hook, registry.unpack):
+        if recipes or tally is not None:
+            with torch.autograd.graph.saved_tensors_hooks(registry.hook, registry.unpack):
+                yield
+        else:  # off: no hooks, but an inner context (the training loop's) must not turn them on
             yield
     finally:
         _active = None

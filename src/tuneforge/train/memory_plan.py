@@ -49,6 +49,16 @@ LAYER_INTERMEDIATE_FACTOR = 3.5
 # intermediate-width tensors fewer are saved, but its backward pass recomputes them, so the peak falls by less —
 # about 1.1 of them, measured (SmolLM2-1.7B shape, LoRA, 1,024 tokens: 13.58 GB peak RSS, bench/results/scale.md).
 FUSED_MLP_SAVING = 1.1
+# Saved-tensor recipes (model/saved_recipes.py) keep no copy of the norms' outputs and o_proj's input: three
+# hidden-wide tensors per layer fewer are saved with packed batches (two with padded ones: transformers' SDPA
+# output stays), counted with saved_tensors_hooks (bench/results/saved.md: SmolLM2-135M LoRA 7,615 -> 5,887 floats
+# per token and layer). What the planner plans is peak RSS, and there the saving does not show with glibc's default
+# malloc: one 2,413-token LoRA pass peaked within ±120 MB either way (two fresh-process runs each way, -0.25 and
+# +0.23 of each dropped tensor), because its dynamic mmap threshold keeps freed activations in the heap; with
+# MALLOC_MMAP_THRESHOLD_=1048576 the same pass peaks 478 MB lower (0.97 of each tensor). So RECIPE_SAVING, the
+# hidden-widths of peak each dropped tensor saves, stays 0 (never plan low) until the allocator returns freed
+# activations; then ~0.97 is what was measured. Not under checkpointing (a recomputed layer runs without recipes).
+RECIPE_SAVING = 0.0
 FULL_FACTOR = 0.87
 # Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
 OUTSIDE_HIDDEN_FACTOR = 10.3
@@ -221,8 +231,11 @@ def memory_budget_mb(memory_limit: str | float | None, resident_mb: float) -> tu
 
 
 def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: bool, dtype_bytes: int,
-                               fused_mlp: bool = False) -> float:
-    """Bytes one token of a pass keeps for the backward pass (logits aside); ``fused_mlp``: LoRA's fused gated MLP."""
+                               fused_mlp: bool = False, recipe_tensors: int = 0) -> float:
+    """Bytes one token of a pass keeps for the backward pass (logits aside); ``fused_mlp``: LoRA's fused gated MLP.
+
+    ``recipe_tensors``: hidden-wide tensors per layer that saved-tensor recipes keep no copy of (``recipe_tensors_of_run``).
+    """
     intermediate = LAYER_INTERMEDIATE_FACTOR - (FUSED_MLP_SAVING if fused_mlp else 0.0)
     layer = dtype_bytes * (LAYER_HIDDEN_FACTOR * shape.hidden + intermediate * shape.intermediate)
     if full:
@@ -230,18 +243,32 @@ def activation_bytes_per_token(shape: ModelShape, full: bool, checkpointing: boo
     outside = dtype_bytes * OUTSIDE_HIDDEN_FACTOR * shape.hidden
     if checkpointing:
         return shape.layers * dtype_bytes * shape.hidden + RECOMPUTED_LAYERS * layer + outside
+    layer -= dtype_bytes * RECIPE_SAVING * recipe_tensors * shape.hidden  # the same tensors, LoRA or full
     return shape.layers * layer + outside
+
+
+def recipe_tensors_of_run(config: FineTuningConfig, full: bool, precision: str) -> int:
+    """Hidden-wide tensors per layer that saved-tensor recipes (model/saved_recipes.py) keep no copy of in this run.
+
+    None when they are off (the module switch, FSDP) or under autocast (full fine-tuning in bf16: the layers save
+    the cast copies of the norms' outputs); else the norms' two outputs, and o_proj's input with packed batches.
+    """
+    from tuneforge.model import saved_recipes
+
+    if not saved_recipes.ENABLED or config.distributed == "fsdp" or (full and precision == "bf16"):
+        return 0
+    return 3 if config.packing else 2
 
 
 def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
                          checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB,
-                         fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED) -> MemoryEstimate:
+                         fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED, recipe_tensors: int = 0) -> MemoryEstimate:
     """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations.
 
     ``weights_mb`` is the whole model's; under FSDP (``sharding``) the process holds its share of it
     (``step_weights_mb``) and 1/N of the trainable parameters' gradients and optimizer state.
     """
-    per_token = activation_bytes_per_token(shape, full, checkpointing, dtype_bytes, fused_mlp)
+    per_token = activation_bytes_per_token(shape, full, checkpointing, dtype_bytes, fused_mlp, recipe_tensors)
     activations = ACTIVATION_MARGIN * tokens_per_pass * per_token / MB
     return MemoryEstimate(
         weights_mb=step_weights_mb(weights_mb, shape, sharding),
@@ -296,7 +323,7 @@ def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool
 def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: bool, activation_dtype_bytes: int,
                 batch_size: int, longest_example: int, micro_batch_tokens: int | None, gradient_checkpointing: bool,
                 memory_limit: str | float | None, fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED,
-                weights_mb: float = 0.0) -> MemoryPlan:
+                weights_mb: float = 0.0, recipe_tensors: int = 0) -> MemoryPlan:
     """Choose pass size and recomputation so that a training step fits the budget (see the module docstring).
 
     ``resident_mb`` is what the process holds with the trainable model loaded: it stands for the
@@ -317,7 +344,7 @@ def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: 
         return estimate_step_memory(shape, weights_mb=whole_weights, trainable=trainable, runtime_mb=runtime, full=full,
                                     tokens_per_pass=tokens_per_pass(tokens, batch_size, longest_example),
                                     checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes, fused_mlp=fused_mlp,
-                                    sharding=sharding)
+                                    sharding=sharding, recipe_tensors=recipe_tensors)
 
     configured_tokens = tokens_per_pass(micro_batch_tokens, batch_size, longest_example)
     first = estimate(configured_tokens, gradient_checkpointing)
@@ -399,7 +426,8 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
                        gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
-                       fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb)
+                       fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb,
+                       recipe_tensors=recipe_tensors_of_run(config, not method.freezes_base, precision))
     notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), message=plan.message)
     if not plan.changed:
         return config
@@ -467,4 +495,4 @@ def _cgroup_room_mb() -> float | None:
 
 __all__ = ["check_memory_before_loading", "fit_memory", "MemoryEstimate", "MemoryPlan", "MemoryPlanError", "ModelShape", "activation_bytes_per_token",
            "available_memory_mb", "check_fits_at_all", "estimate_step_memory", "memory_budget_mb",
-           "plan_memory", "Sharding", "step_weights_mb", "tokens_per_pass"]
+           "plan_memory", "recipe_tensors_of_run", "Sharding", "step_weights_mb", "tokens_per_pass"]
