@@ -160,7 +160,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Reproduce: `flock /tmp/tuneforge-bench.lock .venv/bin/python bench/auto_bench.py` (tasks: `bench/auto_tasks.py`).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (shared with other work: the load average after each run is in the "
-        f"table), torch {m['torch']}, {m['threads']} threads. Measured {report['date']}. Model: the embedded "
+        f"table), torch {m['torch']}, one thread per run (`OMP_NUM_THREADS=1`). Measured {report['date']}. Model: the embedded "
         "SmolLM2-135M-Instruct, LoRA. **fixed**: 3 epochs, batch 8, lr 1e-3, max_length 512, r 16, warmup 10 %, no "
         "early stopping (the best validation checkpoint kept). **auto**: nothing set; the values chosen are listed. "
         "Training time is the loop's wall time (validation passes and checkpoints included); speed figures depend "

@@ -70,6 +70,11 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     # The memory lever of the scale issue: smaller passes (same gradients), their cost in speed.
     "tuneforge-b8-passes-1024": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024},
     "tuneforge-b8-passes-512": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 512},
+    # The allocator lever (bench/results/saved.md): glibc's dynamic mmap threshold keeps freed activations in its heap;
+    # a fixed 1 MB threshold hands every large block back to the kernel when freed (the cost: page faults on reuse).
+    "tuneforge-b8-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+    "tuneforge-b8-passes-1024-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
+                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
     # Microsoft Olive 0.13 `olive finetune --torch_dtype float32` (bench/olive_peer.py): Olive's defaults for what the
     # work does not fix (gradient checkpointing on, LoRA dropout 0.05), then without checkpointing, then also dropout 0.
     "olive-fp32": {"framework": "olive", "batch_size": 8},
@@ -363,7 +368,8 @@ def bf16_skip_reason(config: dict[str, Any], native_bf16: bool, asked: bool, pea
 def run_worker(name: str) -> dict[str, Any]:
     """Run one configuration in a fresh process; return its JSON result."""
     command = [sys.executable, __file__, "--worker", name]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
+           **CONFIGS.get(name, {}).get("env", {})}  # read by glibc when the process starts, so set for the child
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

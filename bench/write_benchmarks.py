@@ -25,6 +25,8 @@ LABELS = {
     "tuneforge-b8-passes-1024": "tuneforge, batch 8, passes of at most 1,024 tokens",
     "tuneforge-b8-passes-512": "tuneforge, batch 8, passes of at most 512 tokens",
     "tuneforge-b8-checkpointing": "tuneforge, batch 8, --gradient-checkpointing",
+    "tuneforge-b8-mmap-1mb": "tuneforge, batch 8, MALLOC_MMAP_THRESHOLD_=1048576 (glibc returns freed blocks)",
+    "tuneforge-b8-passes-1024-mmap-1mb": "tuneforge, batch 8, passes of 1,024 tokens, MALLOC_MMAP_THRESHOLD_=1048576",
     "tuneforge-b1": "tuneforge, batch 1",
     "tuneforge-b32": "tuneforge, batch 32",
     "tuneforge-full-b8": "tuneforge, full fine-tuning, batch 8",
