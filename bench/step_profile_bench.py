@@ -174,7 +174,8 @@ def write(report: dict[str, Any]) -> None:
         "",
         "Reproduce: `.venv/bin/python bench/step_profile_bench.py` (the steps timed as they run; one more step recorded "
         "op by op under a `TorchDispatchMode`; its matrix multiplies replayed alone on operands of the same shapes and "
-        "strides).",
+        "strides; calls of one layout share their operands, which may sit in cache better than the step's own, so the "
+        "replayed rate is an upper bound).",
         "",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {result['threads']} threads, "
         f"torch {report['machine']['torch']}; measured {report['date']}, load average {report['load_average']:.2f} when "
