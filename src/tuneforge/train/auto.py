@@ -272,12 +272,7 @@ def _early_stopping(profile: DataProfile, config: FineTuningConfig, steps_per_ep
     per_epoch = (choices["evaluation_strategy"].value if "evaluation_strategy" in choices
                  else config.evaluation_strategy) == "epoch"
     if "early_stopping_patience" not in chosen:
-        choices["early_stopping_patience"] = (
-            Choice(EPOCH_PATIENCE, "evaluated once an epoch: stop after an epoch without improvement") if per_epoch
-            else Choice(EVALUATIONS_PER_EPOCH, f"a run of {total_steps / steps_per_epoch:.2g} epochs stops after a whole epoch "
-                        f"({EVALUATIONS_PER_EPOCH} evaluations) without improvement: its loss bounces while the rate is high")
-            if total_steps >= LONG_PATIENCE_EPOCHS * steps_per_epoch
-            else Choice(AUTO_PATIENCE, f"stop after {AUTO_PATIENCE} evaluations without improvement"))
+        choices["early_stopping_patience"] = _patience(per_epoch, total_steps, steps_per_epoch)
     if "early_stopping_min_delta" not in chosen and "early_stopping_relative_delta" not in chosen:
         choices["early_stopping_min_delta"] = Choice(AUTO_MIN_DELTA, f"a validation loss gain under {AUTO_MIN_DELTA} "
                                                                       "counts as no improvement (the loss is as low as it matters)")
@@ -287,6 +282,15 @@ def _early_stopping(profile: DataProfile, config: FineTuningConfig, steps_per_ep
         choices["early_stopping_goal"] = Choice(AUTO_GOAL_LOSS, f"a validation loss under {AUTO_GOAL_LOSS} means the answers "
                                                                 "are all but certain: stop there")
     return choices
+
+
+def _patience(per_epoch: bool, total_steps: int, steps_per_epoch: int) -> Choice:
+    if per_epoch:
+        return Choice(EPOCH_PATIENCE, "evaluated once an epoch: stop after an epoch without improvement")
+    if total_steps >= LONG_PATIENCE_EPOCHS * steps_per_epoch:
+        return Choice(EVALUATIONS_PER_EPOCH, f"a run of {total_steps / steps_per_epoch:.2g} epochs stops after a whole "
+                      f"epoch ({EVALUATIONS_PER_EPOCH} evaluations) without improvement: its loss bounces while the rate is high")
+    return Choice(AUTO_PATIENCE, f"stop after {AUTO_PATIENCE} evaluations without improvement")
 
 
 def resolve(config: FineTuningConfig, choices: dict[str, Choice]) -> FineTuningConfig:

@@ -61,16 +61,19 @@ def evaluate(run: TrainingRun, n_batches: int) -> tuple[list[Issue], str | None]
     run.emit("eval.result", **record, best_step=state.best_step, best_value=state.best_value,
              evals_without_improvement=state.evals_without_improvement)
     issues = run.monitor.track_metrics(record)
-    if config.early_stopping and goal_reached(config, value, sign):
-        run.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
-                 best_step=state.best_step, goal=config.early_stopping_goal,
-                 message=f"{config.best_metric} reached {value:.4g}, the goal of {config.early_stopping_goal:g}: "
-                         "nothing is left to gain")
-        return issues, "early_stopping"
-    if config.early_stopping and state.evals_without_improvement >= config.early_stopping_patience:
-        run.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
-                 best_step=state.best_step, patience=config.early_stopping_patience,
-                 message=f"{config.best_metric} has not improved by more than {improvement_needed(config, state.best_value):.3g} for "
-                         f"{state.evals_without_improvement} evaluations; the best was {state.best_value:.4g} at step {state.best_step}")
-        return issues, "early_stopping"
-    return issues, None
+    if not config.early_stopping:
+        return issues, None
+    if goal_reached(config, value, sign):
+        why = {"goal": config.early_stopping_goal,
+               "message": f"{config.best_metric} reached {value:.4g}, the goal of {config.early_stopping_goal:g}: "
+                          "nothing is left to gain"}
+    elif state.evals_without_improvement >= config.early_stopping_patience:
+        why = {"patience": config.early_stopping_patience,
+               "message": f"{config.best_metric} has not improved by more than {improvement_needed(config, state.best_value):.3g} "
+                          f"for {state.evals_without_improvement} evaluations; the best was {state.best_value:.4g} at step "
+                          f"{state.best_step}"}
+    else:
+        return issues, None
+    run.emit("train.early_stopped", step=state.step, metric=config.best_metric, best_value=state.best_value,
+             best_step=state.best_step, **why)
+    return issues, "early_stopping"
