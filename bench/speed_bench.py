@@ -199,10 +199,29 @@ def model_dir() -> Path:
 # workers
 
 
+def tuneforge_settings(config: dict[str, Any], output: Path, **overrides: Any) -> Any:
+    """The ``FineTuningConfig`` of one tuneforge configuration of the speed work (``overrides`` on top)."""
+    from tuneforge.config import make_config
+
+    method = config.get("method", "lora")
+    # LoRA's options only for the LoRA family (another method refuses them); a method's own rate unless given.
+    lora_options = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0} if method in ("lora", "qlora", "dora") else {}
+    rate = config.get("learning_rate", 2e-4 if method == "lora" else None)
+    return make_config({
+        "model": "smollm2-135m-instruct", "method": method, **lora_options,
+        "batch_size": config["batch_size"], "max_length": MAX_LENGTH,
+        **({"learning_rate": rate} if rate is not None else {}), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
+        "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
+        "evaluate_base": False, "packing": config.get("packing", True), "output": str(output), "seed": 0,
+        "gradient_checkpointing": config.get("gradient_checkpointing", False), "precision": config.get("precision", "auto"),
+        **({"micro_batch_tokens": config["micro_batch_tokens"]} if "micro_batch_tokens" in config else {}),
+        **overrides,
+    })
+
+
 def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
     """The default ``tuneforge finetune`` path (FineTuningPipeline), with the harness's counters."""
     import tuneforge.train.accumulation as accumulation
-    from tuneforge.config import make_config
     from tuneforge.data.examples import TrainingData, TrainingExample
     from tuneforge.pipeline import FineTuningPipeline
     from tuneforge.runs import load_trained
@@ -233,19 +252,7 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
 
     examples = [TrainingExample(messages=row["messages"]) for row in read_rows(TRAIN_ROWS)]
     out = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "run"
-    method = config.get("method", "lora")
-    # LoRA's options only for the LoRA family (another method refuses them); a method's own rate unless given.
-    lora_options = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0} if method in ("lora", "qlora", "dora") else {}
-    rate = config.get("learning_rate", 2e-4 if method == "lora" else None)
-    settings = make_config({
-        "model": "smollm2-135m-instruct", "method": method, **lora_options,
-        "batch_size": config["batch_size"], "max_length": MAX_LENGTH,
-        **({"learning_rate": rate} if rate is not None else {}), "epochs": 1, "warmup_steps": 0, "lr_scheduler": "linear",
-        "weight_decay": 0.0, "max_grad_norm": 1.0, "evaluation_strategy": "no", "saving_strategy": "no",
-        "evaluate_base": False, "packing": config.get("packing", True), "output": str(out), "seed": 0,
-        "gradient_checkpointing": config.get("gradient_checkpointing", False), "precision": config.get("precision", "auto"),
-        **({"micro_batch_tokens": config["micro_batch_tokens"]} if "micro_batch_tokens" in config else {}),
-    })
+    settings = tuneforge_settings(config, out)
     started = time.perf_counter()
     result = FineTuningPipeline(settings, on_event=on_event).train(TrainingData(examples=examples))
     wall = time.perf_counter() - started

@@ -113,8 +113,7 @@ def profile_steps() -> dict[str, Any]:
     import torch
 
     import tuneforge.train.accumulation as accumulation
-    from speed_bench import MAX_LENGTH, read_rows
-    from tuneforge.config import make_config
+    from speed_bench import CONFIGS, read_rows, tuneforge_settings
     from tuneforge.data.examples import TrainingData, TrainingExample
     from tuneforge.pipeline import FineTuningPipeline
 
@@ -141,13 +140,10 @@ def profile_steps() -> dict[str, Any]:
             recorder.mode.__exit__(None, None, None)
 
     rows = read_rows(range(0, 8 * (record_step + 1)))
-    settings = make_config({
-        "model": "smollm2-135m-instruct", "method": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-        "batch_size": 8, "max_length": MAX_LENGTH, "learning_rate": 2e-4, "epochs": 1, "warmup_steps": 0,
-        "max_steps": record_step, "evaluation_strategy": "no", "saving_strategy": "no", "evaluate_base": False,
-        "baselines": False, "forgetting_check": False, "estimate_steps": 0, "validation_split": 0.0, "test_split": 0.0,
-        "output": str(Path(os.environ.get("TMPDIR", "/tmp")) / f"tf-step-profile-{os.getpid()}"), "seed": 0,
-    })
+    # The speed bench's own tuneforge configuration (batch 8, its default path), cut to the profiled steps.
+    output = Path(os.environ.get("TMPDIR", "/tmp")) / f"tf-step-profile-{os.getpid()}"
+    settings = tuneforge_settings(CONFIGS["tuneforge-b8"], output, max_steps=record_step, baselines=False,
+                                  forgetting_check=False, estimate_steps=0, validation_split=0.0, test_split=0.0)
     FineTuningPipeline(settings, on_event=on_event, handle_signals=False).train(
         TrainingData(examples=[TrainingExample(messages=row["messages"]) for row in rows]))
     ends, tokens = marks["ends"], marks["tokens"]
