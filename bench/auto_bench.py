@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -189,9 +190,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_chosen(auto) if auto else '—'} | {_fmt((auto or fixed)['load_average'][0], 2)} |")
     if ratios:
         mean = sum(ratios) / len(ratios)
+        geometric = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         total_fixed, total_auto = sum(f for f, _ in pairs), sum(a for _, a in pairs)
-        lines += ["", f"Mean speed-up in training CPU time over the {len(ratios)} tasks: **{mean:.2f}×** (total "
-                  f"{total_fixed:.0f} s fixed vs {total_auto:.0f} s auto, {total_fixed / total_auto:.2f}×). Training CPU "
+        lines += ["", f"Mean speed-up in training CPU time over the {len(ratios)} tasks: **{mean:.2f}×** (geometric mean "
+                  f"{geometric:.2f}×; total {total_fixed:.0f} s fixed vs {total_auto:.0f} s auto, "
+                  f"{total_fixed / total_auto:.2f}×, which the longest tasks dominate). Training CPU "
                   "time is the process's CPU seconds from `train.started` to the saved weights, one thread "
                   "(`OMP_NUM_THREADS=1`): it counts the work done, where wall time also counts the other jobs "
                   "sharing the machine."]

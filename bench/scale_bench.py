@@ -124,6 +124,7 @@ def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -
     from bench_common import cpu_model, cpu_steal, steal_percent
 
     from tuneforge.config import make_config
+    from tuneforge.core.allocator import loaded_allocator
     from tuneforge.data.examples import TrainingData, TrainingExample
     from tuneforge.pipeline import FineTuningPipeline
 
@@ -167,7 +168,7 @@ def run_one(name: str, method: str, max_length: int, memory_limit: str | None) -
         "steal_percent": steal_percent(seen["steal"], cpu_steal()) if "steal" in seen else None,
         "load_average": round(os.getloadavg()[0], 2),
         **({"memory_limit": memory_limit} if memory_limit else {}),
-        "commit": _commit(), "cpu": cpu_model(),
+        "commit": _commit(), "cpu": cpu_model(), "allocator": loaded_allocator(),
     }
 
 
@@ -224,6 +225,10 @@ def run_in_fresh_process(key: str, memory_limit: str | None) -> dict[str, Any]:
             return {**identity(key), "skipped": reason}
     command = [sys.executable, __file__, "--worker", key, *(["--memory-limit", memory_limit] if memory_limit else [])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    if framework == "tuneforge":
+        from tuneforge.core.allocator import allocator_environment
+
+        env.update(allocator_environment(env))  # the allocator the `tuneforge` command trains with (tcmalloc when installed)
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -254,14 +259,14 @@ def write_markdown(report: dict[str, Any]) -> None:
         "LoRA r16 on all linear layers (qlora: the same on an NF4 base), the default settings otherwise; the first step "
         "is a warm-up. *Planned* is the memory planner's estimate of a step's peak (train/memory_plan.py) beside the "
         "measured peak RSS; *limit %* is tokens/s × FLOPs/token against the measured matmul peak of the precision used.", "",
-        "| model | params | method | max_length | batch | tokens/s | s/step | peak RSS GB | planned GB | plan changed | "
+        "| model | params | method | max_length | batch | malloc | tokens/s | s/step | peak RSS GB | planned GB | plan changed | "
         "load |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in (r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"):
         if "error" in row:
             lines.append(f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | failed: "
-                         f"{row['error'].strip().splitlines()[-1][:120] if row['error'].strip() else '?'} | | | | | | |")
+                         f"{row['error'].strip().splitlines()[-1][:120] if row['error'].strip() else '?'} | | | | | | | |")
             continue
         gflops = peak["bf16" if row.get("precision") == "bf16" else "fp32"]
         fraction = (row["tokens_per_second"] * flops_per_token(row["model"], row["method"], row["max_length"],
@@ -269,13 +274,13 @@ def write_markdown(report: dict[str, Any]) -> None:
                     if row.get("tokens_per_second") else None)
         lines.append(
             f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
-            f"{row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
+            f"{'glibc' if row.get('allocator', 'system') == 'system' else row['allocator']} | {row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
             f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX and not row.get('commit') else ''} | "
             f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
             f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
             f"{'' if row.get('commit') else ' ²'} | {row['load_average']} |"
             if fraction is not None else
-            f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | — | — | — | — | — | — | — |")
+            f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | — | — | — | — | — | — | — | — |")
     lines += ["", "qlora's *params* counts the packed 4-bit weights as torch sees them (two per byte). ¹ Planned by the "
               "planner before commit 0844e0c, which did not yet count weights still file-backed when the model is ready "
               "(about 0.6 GB for this model); every later row is planned by the current code. The fraction of the CPU's "
@@ -289,7 +294,7 @@ def write_markdown(report: dict[str, Any]) -> None:
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
 
-PLAN_LENGTH, PLAN_BATCH = 1024, 8  # the sizing table: examples of 1,024 tokens, batch 8 (passes of 2,048 tokens)
+PLAN_LENGTH, PLAN_BATCH = 1024, 8  # the sizing table: examples of 1,024 tokens, batch 8 (passes of the default size)
 PLAN_BUDGETS_GB = (8, 16, 24)
 
 
@@ -302,11 +307,14 @@ def lora_parameters(c: dict[str, Any], rank: int = 16) -> int:
 
 def planned_rows() -> list[dict[str, Any]]:
     """The memory planner's figures for every architecture (nothing trained): LoRA r16, fp32 and bf16, at the
-    default passes (2,048 tokens), at one example per pass, and with gradient checkpointing."""
+    default passes (``micro_batch_tokens``' default, at least one example), at one example per pass, and with
+    gradient checkpointing."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tuneforge.train.memory_plan import RUNTIME_MB, ModelShape, estimate_step_memory
+    from tuneforge.train.memory_plan import RUNTIME_MB, ModelShape, estimate_step_memory, tokens_per_pass
+
+    default_tokens = tokens_per_pass(default_pass_tokens(), PLAN_BATCH, PLAN_LENGTH)
 
     rows = []
     for name, settings in ARCHITECTURES.items():
@@ -323,9 +331,16 @@ def planned_rows() -> list[dict[str, Any]]:
                                             tokens_per_pass=tokens, checkpointing=checkpointing, full=False,
                                             dtype_bytes=dtype_bytes, runtime_mb=RUNTIME_MB, fused_mlp=True).total_mb
             rows.append({"model": name, "parameters": parameters, "precision": precision,
-                         "default_mb": peak(2 * PLAN_LENGTH, False), "one_example_mb": peak(PLAN_LENGTH, False),
+                         "default_tokens": default_tokens, "default_mb": peak(default_tokens, False), "one_example_mb": peak(PLAN_LENGTH, False),
                          "checkpointing_mb": peak(PLAN_LENGTH, True)})
     return rows
+
+
+def default_pass_tokens() -> int | None:
+    """``micro_batch_tokens`` as a run gets it when nothing sets it."""
+    from tuneforge.config import FineTuningConfig
+
+    return FineTuningConfig.model_fields["micro_batch_tokens"].default
 
 
 def write_plan_markdown(rows: list[dict[str, Any]]) -> None:
@@ -339,8 +354,9 @@ def write_plan_markdown(rows: list[dict[str, Any]]) -> None:
 
     lines = ["### Which models fit: the memory planner's figures (LoRA r16, examples of 1,024 tokens, batch 8)", "",
              "Reproduce: `.venv/bin/python bench/scale_bench.py --plan` (nothing is trained: `train/memory_plan.py`'s "
-             "estimate, whose activation model is fitted to the measured rows above). *Defaults*: passes of 2,048 tokens; "
-             "*smaller passes*: one example per pass, chosen by the planner; *checkpointing*: the planner also recomputes "
+             f"estimate, whose activation model is fitted to the measured rows above). *Defaults*: passes of "
+             f"{rows[0]['default_tokens']:,} tokens (`micro_batch_tokens`' default; one example per pass when that is an "
+             "example's length); *smaller passes*: one example per pass, chosen by the planner; *checkpointing*: the planner also recomputes "
              "activations (about a third slower). A budget is the memory free for the run; the planner keeps 10 % of it "
              "as headroom. fp32 is what an AVX2-only CPU trains in; bf16 where the CPU has it natively (AMX/AVX512-BF16). Host memory only (the planner does not plan GPU memory).", "",
              "| model | params | precision | peak at defaults GB | one example per pass GB | with checkpointing GB | "

@@ -75,6 +75,24 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "tuneforge-b8-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
     "tuneforge-b8-passes-1024-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
                                           "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+    # The same lever with transparent huge pages for glibc's mmapped blocks (glibc >= 2.35: one page fault per 2 MB
+    # instead of per 4 KB), larger thresholds, other allocators (PyTorch's CPU tuning guide: jemalloc, tcmalloc), and
+    # the saved-tensor recipes off (their cost in speed against their saving in memory).
+    "tuneforge-b8-hugetlb": {"framework": "tuneforge", "batch_size": 8, "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "tuneforge-b8-mmap-1mb-hugetlb": {"framework": "tuneforge", "batch_size": 8,
+                                      "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576"}},
+    "tuneforge-b8-mmap-4mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "4194304"}},
+    "tuneforge-b8-jemalloc": {"framework": "tuneforge", "batch_size": 8, "preload": "jemalloc"},
+    "tuneforge-b8-tcmalloc": {"framework": "tuneforge", "batch_size": 8, "preload": "tcmalloc_minimal"},
+    "tuneforge-b8-recipes-off": {"framework": "tuneforge", "batch_size": 8, "saved_recipes": False},
+    "tuneforge-b8-tcmalloc-recipes-off": {"framework": "tuneforge", "batch_size": 8, "preload": "tcmalloc_minimal",
+                                         "saved_recipes": False},
+    "tuneforge-b8-passes-1024-tcmalloc": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
+                                          "preload": "tcmalloc_minimal"},
+    "tuneforge-b8-passes-1024-tcmalloc-recipes-off": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
+                                                      "preload": "tcmalloc_minimal", "saved_recipes": False},
+    "tuneforge-b8-mmap-1mb-recipes-off": {"framework": "tuneforge", "batch_size": 8, "saved_recipes": False,
+                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
     # Microsoft Olive 0.13 `olive finetune --torch_dtype float32` (bench/olive_peer.py): Olive's defaults for what the
     # work does not fix (gradient checkpointing on, LoRA dropout 0.05), then without checkpointing, then also dropout 0.
     "olive-fp32": {"framework": "olive", "batch_size": 8},
@@ -224,8 +242,10 @@ def run_tuneforge(config: dict[str, Any]) -> dict[str, Any]:
     import tuneforge.train.accumulation as accumulation
     from tuneforge.data.examples import TrainingData, TrainingExample
     from tuneforge.pipeline import FineTuningPipeline
+    from tuneforge.model import saved_recipes
     from tuneforge.runs import load_trained
 
+    saved_recipes.ENABLED = config.get("saved_recipes", True)
     clock = StepClock()
     original = accumulation.training_loss_sums  # the loop's one loss call (the estimate's steps go through it too)
 
@@ -372,11 +392,32 @@ def bf16_skip_reason(config: dict[str, Any], native_bf16: bool, asked: bool, pea
             "run it with `--only NAME`")
 
 
+def preloaded_library(name: str) -> str | None:
+    """The path of the shared library ``lib<name>.so*`` (an allocator to LD_PRELOAD), None when not installed."""
+    import ctypes.util
+    import glob
+
+    found = ctypes.util.find_library(name)
+    candidates = sorted(glob.glob(f"/usr/lib/*/lib{name}.so*") + glob.glob(f"/usr/lib/lib{name}.so*"))
+    return next((path for path in candidates if found and Path(path).name == found), candidates[0] if candidates else None)
+
+
 def run_worker(name: str) -> dict[str, Any]:
     """Run one configuration in a fresh process; return its JSON result."""
     command = [sys.executable, __file__, "--worker", name]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
            **CONFIGS.get(name, {}).get("env", {})}  # read by glibc when the process starts, so set for the child
+    config = CONFIGS.get(name, {})
+    preload = config.get("preload")
+    if config.get("framework") == "tuneforge" and not preload and not config.get("env"):
+        from tuneforge.core.allocator import allocator_environment
+
+        env.update(allocator_environment(env))  # the allocator the `tuneforge` command trains with (tcmalloc when installed)
+    if preload:
+        library = preloaded_library(preload)
+        if library is None:
+            return {"skipped": f"lib{preload} is not installed (Debian: apt-get install lib{preload.split('_')[0]}*)"}
+        env["LD_PRELOAD"] = library
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -411,6 +452,10 @@ def main() -> None:
             config = CONFIGS[args.worker]
             workers = {"tuneforge": run_tuneforge, "trl": run_trl, "olive": run_olive}
             result = workers[config["framework"]](config)
+            if config["framework"] != "olive":  # Olive trains in a process of its own venv, with glibc's malloc
+                from tuneforge.core.allocator import loaded_allocator
+
+                result["allocator"] = loaded_allocator()
         print(json.dumps(result))
         return
 

@@ -27,6 +27,16 @@ LABELS = {
     "tuneforge-b8-checkpointing": "tuneforge, batch 8, --gradient-checkpointing",
     "tuneforge-b8-mmap-1mb": "tuneforge, batch 8, MALLOC_MMAP_THRESHOLD_=1048576 (glibc returns freed blocks)",
     "tuneforge-b8-passes-1024-mmap-1mb": "tuneforge, batch 8, passes of 1,024 tokens, MALLOC_MMAP_THRESHOLD_=1048576",
+    "tuneforge-b8-hugetlb": "tuneforge, batch 8, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages)",
+    "tuneforge-b8-mmap-1mb-hugetlb": "tuneforge, batch 8, glibc mmap threshold 1 MB with transparent huge pages",
+    "tuneforge-b8-mmap-4mb": "tuneforge, batch 8, MALLOC_MMAP_THRESHOLD_=4194304",
+    "tuneforge-b8-jemalloc": "tuneforge, batch 8, jemalloc (LD_PRELOAD)",
+    "tuneforge-b8-tcmalloc": "tuneforge, batch 8, tcmalloc (LD_PRELOAD)",
+    "tuneforge-b8-recipes-off": "tuneforge, batch 8, saved-tensor recipes off",
+    "tuneforge-b8-tcmalloc-recipes-off": "tuneforge, batch 8, tcmalloc, saved-tensor recipes off",
+    "tuneforge-b8-passes-1024-tcmalloc": "tuneforge, batch 8, passes of 1,024 tokens, tcmalloc",
+    "tuneforge-b8-passes-1024-tcmalloc-recipes-off": "tuneforge, batch 8, passes of 1,024 tokens, tcmalloc, recipes off",
+    "tuneforge-b8-mmap-1mb-recipes-off": "tuneforge, batch 8, MALLOC_MMAP_THRESHOLD_=1048576, saved-tensor recipes off",
     "tuneforge-b1": "tuneforge, batch 1",
     "tuneforge-b32": "tuneforge, batch 32",
     "tuneforge-full-b8": "tuneforge, full fine-tuning, batch 8",
@@ -54,6 +64,15 @@ def _f(value: Any, digits: int = 1) -> str:
 def _peaks(report: dict[str, Any]) -> dict[str, float]:
     peak = report["matmul_peak_gflops"]
     return peak if isinstance(peak, dict) else {"fp32": peak}
+
+
+def _allocator(name: str, result: dict[str, Any]) -> str:
+    """The malloc a configuration trained with: recorded by the worker; before that was recorded, glibc's (or the
+    library its configuration preloaded)."""
+    recorded = result.get("allocator")
+    if recorded is None:
+        recorded = next((lib for lib in ("tcmalloc", "jemalloc") if lib in name), "system")
+    return "glibc" if recorded == "system" else recorded
 
 
 def speed_section(report: dict[str, Any]) -> str:
@@ -90,22 +109,22 @@ def speed_section(report: dict[str, Any]) -> str:
         f"{flops['full'] / 1e6:.0f} MFLOP, so the physical limit for LoRA is {limits}. MFU is taken against the peak "
         "of the format each run computed in.",
         "",
-        "| configuration | computes in | real tokens/s | label tokens/s | median step (s) | peak RSS (MB) | held-out loss | MFU | CPU stolen |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| configuration | computes in | allocator | real tokens/s | label tokens/s | median step (s) | peak RSS (MB) | held-out loss | MFU | CPU stolen |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
         if "skipped" in result:
-            lines.append(f"| {LABELS.get(name, name)} | | skipped: {result['skipped']} | | | | | | |")
+            lines.append(f"| {LABELS.get(name, name)} | | | skipped: {result['skipped']} | | | | | | |")
             continue
         if "error" in result:
-            lines.append(f"| {LABELS.get(name, name)} | | failed: {result['error'][-120:].strip()} | | | | | | |")
+            lines.append(f"| {LABELS.get(name, name)} | | | failed: {result['error'][-120:].strip()} | | | | | | |")
             continue
         per_token = flops["full"] if "full" in name else flops["lora"]
         dtype = result.get("precision") or "fp32"
         mfu = result["tokens_per_second"] * per_token / (peaks.get(dtype, peaks["fp32"]) * 1e9)
         steal = result.get("cpu_steal_percent")
         lines.append(
-            f"| {LABELS.get(name, name)} | {dtype} | {_f(result['tokens_per_second'])} | {_f(result['label_tokens_per_second'])} | "
+            f"| {LABELS.get(name, name)} | {dtype} | {_allocator(name, result)} | {_f(result['tokens_per_second'])} | {_f(result['label_tokens_per_second'])} | "
             f"{_f(result['median_step_seconds'], 2)} | {_f(result['peak_rss_mb'], 0)} | {_f(result['held_out_loss'], 4)} | "
             f"{mfu:.0%} | {'—' if steal is None else f'{steal:.0f} %'} |"
         )

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc starts this very command in N processes
+    if argv is None:  # the `tuneforge` command itself (not a call from Python): train under tcmalloc when installed
+        from tuneforge.core.allocator import reexec_with_allocator
+
+        reexec_with_allocator(args.argv, getattr(args, "command", None))
     from tuneforge.core.errors import TuneforgeError
 
     handler: Callable[[argparse.Namespace], int] = args.handler

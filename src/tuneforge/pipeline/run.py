@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import FineTuningConfig
+from tuneforge.core.allocator import loaded_allocator
 from tuneforge.core.errors import ConfigError, TuneforgeError
 from tuneforge.core.failures import describe_failure, write_error_log
 from tuneforge.core.paths import atomic_write_json, atomic_write_text
@@ -123,7 +124,7 @@ class FineTuningPipeline:
                                     lineage=self._parent.lineage() if self._parent else None)
             notify = self._notifier(events, result)
             notify("run.started", run_dir=str(run_dir), model=config.model, method=config.method, data=data.summary(),
-                   resume=config.resume, pid=os.getpid())
+                   resume=config.resume, pid=os.getpid(), allocator=loaded_allocator())
             if changed:
                 notify("data.originals_changed", files=changed,
                        message=f"{', '.join(changed)} changed since the run started; resuming on the splits it trained on "
