@@ -54,6 +54,7 @@ TRAIN_ROWS = range(0, int(os.environ.get("BENCH_TRAIN_ROWS", "64")))  # fewer on
 HELD_OUT_ROWS = range(64, 128)
 MAX_LENGTH = 512
 
+GLIBC = {"TUNEFORGE_ALLOCATOR": "system"}  # glibc's malloc, not the tcmalloc the `tuneforge` command takes when installed
 CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline comparison first
     "tuneforge-b8": {"framework": "tuneforge", "batch_size": 8},
     "trl-tuned": {"framework": "trl", "batch_size": 8},
@@ -72,18 +73,20 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "tuneforge-b8-passes-512": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 512},
     # The allocator lever (bench/results/saved.md): glibc's dynamic mmap threshold keeps freed activations in its heap;
     # a fixed 1 MB threshold hands every large block back to the kernel when freed (the cost: page faults on reuse).
-    "tuneforge-b8-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+    "tuneforge-b8-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "1048576", **GLIBC}},
     "tuneforge-b8-passes-1024-mmap-1mb": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
-                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576", **GLIBC}},
     # The same lever with transparent huge pages for glibc's mmapped blocks (glibc >= 2.35: one page fault per 2 MB
     # instead of per 4 KB), larger thresholds, other allocators (PyTorch's CPU tuning guide: jemalloc, tcmalloc), and
     # the saved-tensor recipes off (their cost in speed against their saving in memory).
-    "tuneforge-b8-hugetlb": {"framework": "tuneforge", "batch_size": 8, "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "tuneforge-b8-hugetlb": {"framework": "tuneforge", "batch_size": 8, "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **GLIBC}},
     "tuneforge-b8-mmap-1mb-hugetlb": {"framework": "tuneforge", "batch_size": 8,
-                                      "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576"}},
-    "tuneforge-b8-mmap-4mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "4194304"}},
+                                      "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576", **GLIBC}},
+    "tuneforge-b8-mmap-4mb": {"framework": "tuneforge", "batch_size": 8, "env": {"MALLOC_MMAP_THRESHOLD_": "4194304", **GLIBC}},
     "tuneforge-b8-jemalloc": {"framework": "tuneforge", "batch_size": 8, "preload": "jemalloc"},
     "tuneforge-b8-tcmalloc": {"framework": "tuneforge", "batch_size": 8, "preload": "tcmalloc_minimal"},
+    "tuneforge-b8-glibc": {"framework": "tuneforge", "batch_size": 8, "env": GLIBC},
+    "tuneforge-b8-passes-2048-glibc": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 2048, "env": GLIBC},
     "tuneforge-b8-recipes-off": {"framework": "tuneforge", "batch_size": 8, "saved_recipes": False},
     "tuneforge-b8-tcmalloc-recipes-off": {"framework": "tuneforge", "batch_size": 8, "preload": "tcmalloc_minimal",
                                          "saved_recipes": False},
@@ -92,7 +95,7 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     "tuneforge-b8-passes-1024-tcmalloc-recipes-off": {"framework": "tuneforge", "batch_size": 8, "micro_batch_tokens": 1024,
                                                       "preload": "tcmalloc_minimal", "saved_recipes": False},
     "tuneforge-b8-mmap-1mb-recipes-off": {"framework": "tuneforge", "batch_size": 8, "saved_recipes": False,
-                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+                                          "env": {"MALLOC_MMAP_THRESHOLD_": "1048576", **GLIBC}},
     # Microsoft Olive 0.13 `olive finetune --torch_dtype float32` (bench/olive_peer.py): Olive's defaults for what the
     # work does not fix (gradient checkpointing on, LoRA dropout 0.05), then without checkpointing, then also dropout 0.
     "olive-fp32": {"framework": "olive", "batch_size": 8},
@@ -409,7 +412,7 @@ def run_worker(name: str) -> dict[str, Any]:
            **CONFIGS.get(name, {}).get("env", {})}  # read by glibc when the process starts, so set for the child
     config = CONFIGS.get(name, {})
     preload = config.get("preload")
-    if config.get("framework") == "tuneforge" and not preload and not config.get("env"):
+    if config.get("framework") == "tuneforge" and not preload:
         from tuneforge.core.allocator import allocator_environment
 
         env.update(allocator_environment(env))  # the allocator the `tuneforge` command trains with (tcmalloc when installed)

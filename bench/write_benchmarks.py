@@ -32,6 +32,8 @@ LABELS = {
     "tuneforge-b8-mmap-4mb": "tuneforge, batch 8, MALLOC_MMAP_THRESHOLD_=4194304",
     "tuneforge-b8-jemalloc": "tuneforge, batch 8, jemalloc (LD_PRELOAD)",
     "tuneforge-b8-tcmalloc": "tuneforge, batch 8, tcmalloc (LD_PRELOAD)",
+    "tuneforge-b8-glibc": "tuneforge, batch 8, glibc's malloc (TUNEFORGE_ALLOCATOR=system)",
+    "tuneforge-b8-passes-2048-glibc": "tuneforge, batch 8, passes of 2,048 tokens, glibc's malloc (the defaults before)",
     "tuneforge-b8-recipes-off": "tuneforge, batch 8, saved-tensor recipes off",
     "tuneforge-b8-tcmalloc-recipes-off": "tuneforge, batch 8, tcmalloc, saved-tensor recipes off",
     "tuneforge-b8-passes-1024-tcmalloc": "tuneforge, batch 8, passes of 1,024 tokens, tcmalloc",

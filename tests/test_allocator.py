@@ -47,7 +47,8 @@ def test_the_setting_chooses_the_library_or_keeps_the_system_malloc(tmp_path, mo
 def test_the_child_environment_prepends_the_library_once(tmp_path, monkeypatch):
     library = str(fake_library(tmp_path, "libtcmalloc_minimal.so.4"))
     monkeypatch.setattr(allocator, "find_tcmalloc", lambda: library)
-    assert allocator_environment({}) == {"LD_PRELOAD": library, REEXEC_MARK: "1"}
+    assert allocator_environment({}) == {"LD_PRELOAD": library, REEXEC_MARK: "1",
+                                         "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
     assert allocator_environment({"LD_PRELOAD": "/other.so"})["LD_PRELOAD"] == f"{library}:/other.so"
     assert allocator_environment({"LD_PRELOAD": f"/other.so:{library}"}) == {}  # already preloaded
     assert allocator_environment({"TUNEFORGE_ALLOCATOR": "system"}) == {}

@@ -5,6 +5,7 @@ config.yaml and resume."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -85,6 +86,15 @@ def test_one_token_answers_of_a_label_task_are_never_cut():
     assert 480 / 16 * 1.5 >= 32 and "halved to 16" in choices["batch_size"].reason  # ... for 32+ steps
 
 
+def test_an_epoch_keeps_at_least_sixteen_steps_so_each_example_seen_moves_the_model():
+    stats = profile(180, 60, 10)  # 180 rows of 60 tokens: 16 of them fill the token budget, 12 steps an epoch
+    choices = choose_hyperparameters(stats, SMOLLM, LORA, make_config({}))
+    assert choices["epochs"].value == 3.0  # 3 x 12 = 36 steps would pass the whole-run rule ...
+    assert choices["batch_size"].value == 8 and "16 an epoch" in choices["batch_size"].reason  # ... an epoch needs 16
+    few = choose_hyperparameters(profile(30, 60, 10), SMOLLM, LORA, make_config({}))
+    assert few["batch_size"].value >= 1 and math.ceil(30 / few["batch_size"].value) * few["epochs"].value >= 32
+
+
 def test_answers_longer_than_the_context_are_cut_at_the_context_and_the_reason_says_how_many():
     stats = profile(20, 9000, 8000)  # prompt 1,000 tokens, answer 8,000: beyond a context of 8,192
     choices = choose_hyperparameters(stats, SMOLLM, LORA, make_config({}))
@@ -147,7 +157,7 @@ def test_early_stopping_is_on_by_default_only_with_a_validation_split():
     one_epoch = choose_hyperparameters(profile(600, 50, 2, validation=20), SMOLLM, LORA, make_config({}))
     assert one_epoch["epochs"].value == 1.0 and one_epoch["early_stopping_patience"].value == 2
     assert (with_split["early_stopping_min_delta"].value, with_split["early_stopping_relative_delta"].value) == (0.001, 0.05)
-    assert with_split["early_stopping_goal"].value == 0.005  # a validation loss this low: nothing is left to gain
+    assert with_split["early_stopping_goal"].value == 0.0025  # a validation loss this low: nothing is left to gain
     without = choose_hyperparameters(profile(200, 50, 2, validation=0), SMOLLM, LORA, make_config({}))
     assert without["early_stopping"].value is False and "no validation split" in without["early_stopping"].reason
     assert "evaluation_strategy" not in without

@@ -70,7 +70,9 @@ def allocator_environment(environ: dict[str, str] | os._Environ = os.environ) ->
     if library is None or library in environ.get("LD_PRELOAD", "").split(":"):
         return {}
     preload = ":".join(part for part in (library, environ.get("LD_PRELOAD", "")) if part)
-    return {"LD_PRELOAD": preload, REEXEC_MARK: "1"}
+    # tcmalloc prints a line for every allocation over 1 GB (a big model's weights): not the user's concern.
+    quiet = {} if "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD" in environ else {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
+    return {"LD_PRELOAD": preload, REEXEC_MARK: "1", **quiet}
 
 
 def reexec_with_allocator(argv: list[str], command: str | None) -> None:

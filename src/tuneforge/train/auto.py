@@ -14,8 +14,8 @@ The rules (constants below; README "Defaults chosen from the data"):
   lie beyond that) is it cut at 2x the 99th percentile, saying how many examples are cut; never above
   the model's context (saying how many are cut, and how many lose their whole answer).
 - batch_size: about ``TOKENS_PER_STEP`` tokens per optimizer step (a power of two from 4 to 64 examples
-  of the mean length), halved while the run would have fewer than ``MIN_STEPS`` steps; the passes per
-  step follow from ``micro_batch_tokens``.
+  of the mean length), halved while the run would have fewer than ``MIN_STEPS`` steps (down to 1) or an
+  epoch fewer than ``MIN_STEPS_PER_EPOCH`` (down to 4); the passes per step follow from ``micro_batch_tokens``.
 - epochs: about ``TARGET_EXAMPLES_SEEN`` examples seen, within 1 to 3 epochs (in halves); beyond
   ``MAX_EXAMPLES_SEEN`` examples, less than one epoch.
 - early_stopping: on when there is a validation split, off without one. When on and the cadence is not
@@ -46,6 +46,10 @@ from tuneforge.data.tokenize import IGNORE_INDEX
 TOKENS_PER_STEP = 1024  # tokens per optimizer step the batch size aims at (batch 8 of ~128-token rows)
 MIN_BATCH, MAX_BATCH = 4, 64  # below 4 a CPU pass is mostly overhead (bench/results/speed: b1 2.7x slower per example)
 MIN_STEPS = 32  # fewer optimizer steps than this learn too little: the batch is halved (down to 1)
+# An epoch of fewer optimizer steps than this makes too few updates per example seen: the batch is halved (down to
+# MIN_BATCH). bench: short_text (180 rows) at batch 16, 12 steps an epoch, scored 0.983 ROUGE-L after 240 examples;
+# at batch 8 it scored 1.0 after 144.
+MIN_STEPS_PER_EPOCH = 16
 # Examples a small task needs to see; epochs = this / train examples, within 1-3 (in halves). 400 gave the demo (288
 # rows) 1.5 epochs, where its validation loss was still falling fast (0.138 at 1.5 epochs, 0.069 at 2; test accuracy
 # 0.861 vs 0.972, bench/results/auto.md); tasks that learn sooner end by early stopping, not by this budget.
@@ -63,10 +67,11 @@ AUTO_PATIENCE, AUTO_MIN_DELTA = 2, 0.001
 # An improvement must also beat the best loss by this share of it: an absolute 0.01 stopped runs whose loss was still
 # falling 25 % an evaluation (bench: chat, 0.032 -> 0.0235) once the loss was small; under AUTO_MIN_DELTA it is done.
 AUTO_RELATIVE_DELTA = 0.05
-# A validation loss this low means each answer token gets about 99.5 % on average: greedy decoding reproduces the
+# A validation loss this low means each answer token gets about 99.75 % on average: greedy decoding reproduces the
 # answers, more training cannot improve them, so the run stops there (bench: short_text scored 1.0 ROUGE-L from a
-# loss of 0.0024, long_text from 0.0011; a goal of 0.001 kept short_text training 24 more steps for nothing).
-AUTO_GOAL_LOSS = 0.005
+# loss of 0.0024, long_text from 0.0011, labels 1.0 accuracy from 0.0019; a goal of 0.001 kept short_text training 24
+# more steps for nothing; a goal of 0.005 stopped short_text at batch 16 on 0.0048, 0.961 ROUGE-L).
+AUTO_GOAL_LOSS = 0.0025
 # A run of this many epochs or more waits a whole epoch without improvement before it stops: mid-run, at a high rate,
 # the validation loss bounces (bench: chat, 0.042 -> 0.076 -> 0.058 stopped a run at 0.939 ROUGE-L that reached 0.953
 # waiting an epoch); a shorter run keeps AUTO_PATIENCE evaluations.
@@ -212,11 +217,13 @@ def _batch_size(examples: int, epochs: float, mean_length: float, config: FineTu
     by_tokens = _power_of_two(TOKENS_PER_STEP / mean_length)
     batch = min(MAX_BATCH, max(MIN_BATCH, by_tokens))
     reason = f"about {TOKENS_PER_STEP:,} tokens per step at a mean of {mean_length:.0f} tokens per example"
-    floor = 1
-    while batch > floor and math.ceil(examples / batch) * epochs < MIN_STEPS:
+    while batch > 1 and math.ceil(examples / batch) * epochs < MIN_STEPS:
+        batch //= 2
+    while batch > MIN_BATCH and math.ceil(examples / batch) < MIN_STEPS_PER_EPOCH:
         batch //= 2
     if batch < min(MAX_BATCH, max(MIN_BATCH, by_tokens)):
-        reason += f", halved to {batch} to give at least {MIN_STEPS} optimizer steps over {examples} examples"
+        reason += (f", halved to {batch} to give at least {MIN_STEPS} optimizer steps over {examples} examples"
+                   f" and {MIN_STEPS_PER_EPOCH} an epoch")
     if config.micro_batch_tokens:
         passes = max(1, math.ceil(batch * mean_length / config.micro_batch_tokens))
         reason += f"; {passes} pass{'es' if passes > 1 else ''} per step of at most {config.micro_batch_tokens:,} tokens"
