@@ -34,6 +34,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+from bench_common import write_results  # noqa: E402  (bench/ is on sys.path: these run as scripts)
 DOCSTRINGS = ROOT / "bench" / "data" / "docstrings.jsonl"
 TRAIN_ROWS = range(200, 392)
 TEST_ROWS = range(64, 84)
@@ -208,11 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     given = {"demo": args.demo_run, "docstrings": args.docstrings_run}
     found = {name: figures(given[name] or run(name, args.work)) for name in args.only}
-    text = section(found)
-    print(text)
-    if not args.no_write:
-        (RESULTS / "baselines.json").write_text(json.dumps(found, indent=2) + "\n")
-        (RESULTS / "baselines.md").write_text(text)
+    write_results("baselines", found, section(found), write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,19 @@ def machine() -> dict[str, Any]:
         except ImportError:
             info[name] = "not installed"
     return info
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, report: Any, text: str, write: bool = True) -> None:
+    """Print ``text`` (the markdown section); unless ``write`` is False, save ``report`` as ``results/<name>.json``
+    and ``text`` as ``results/<name>.md`` (bench/write_benchmarks.py places it in BENCHMARKS.md)."""
+    import json
+
+    print(text)
+    if not write:
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(text)

@@ -19,7 +19,6 @@ shared). Greedy answers of both sides are compared. Writes bench/results/eval.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any, Callable, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "bench" / "results"
+from bench_common import write_results  # noqa: E402  (bench/ is on sys.path: these run as scripts)
 
 FREE_QUESTIONS = [
     "Explain what a refund is.", "Write one sentence about the sea.", "Why is the sky blue?", "Name three fruits.",
@@ -164,11 +164,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
         "eval_batch_size": EVAL_BATCH_SIZE, "repeats": args.repeats, "workloads": figures,
     }
-    print(json.dumps(report, indent=2))
-    if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "eval.md").write_text(markdown(report))
+    write_results("eval", report, markdown(report), write=not args.no_write)
 
 
 def markdown(report: dict[str, Any]) -> str:

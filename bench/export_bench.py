@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_PYTHON = "0.3.36"
 RESULTS = ROOT / "bench" / "results"
+from bench_common import write_results  # noqa: E402  (bench/ is on sys.path: these run as scripts)
 # FORMAT[:QUANTIZATION][+lora] (+lora: the adapter kept apart, --lora)
 FORMATS = ["merged", "gguf:f16", "gguf:bf16", "gguf:q8_0", "gguf:q4_k_m", "gguf-lora:f16", "ollama:q8_0", "ollama:q4_k_m+lora",
            "onnx:fp32", "onnx:fp32+lora", "onnx:fp16", "onnx:int4"]
@@ -248,12 +249,7 @@ def main() -> None:
         report["llama_build_seconds"] = args.llama_build_seconds or before.get("llama_build_seconds")
         report["date"] = f"{before.get('date')} and {started_at}"  # rows added by a second run
         report["load_average"]["start"] = before.get("load_average", {}).get("start", load_at_start)
-    text = markdown(report)
-    print(text)
-    if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "export.md").write_text(text)
+    write_results("export", report, markdown(report), write=not args.no_write)
 
 
 if __name__ == "__main__":

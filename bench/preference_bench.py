@@ -30,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+from bench_common import write_results  # noqa: E402  (bench/ is on sys.path: these run as scripts)
 DATA = ROOT / "src" / "tuneforge" / "samples" / "customer_intents.jsonl"
 TRAIN_ROWS, TEST_ROWS = range(0, 160), range(300, 360)
 FLAGS = ["--epochs", "1", "--batch-size", "8", "--evaluation-strategy", "no",
@@ -112,12 +113,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {"model": args.model or "SmolLM2-135M-Instruct (embedded)", "runs": runs, "date": datetime.date.today().isoformat(),
               "cpu": cpu_name(), "cores": os.cpu_count(), "load_min": min(loads), "load_max": max(loads), "commit": commit}
-    text = markdown(report)
-    print(text)
-    if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "preference.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "preference.md").write_text(text)
+    write_results("preference", report, markdown(report), write=not args.no_write)
 
 
 if __name__ == "__main__":

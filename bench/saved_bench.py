@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import machine  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -187,11 +187,7 @@ def main() -> None:
              for _ in range(args.peak_repeats) for recipes in (False, True)]
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows,
               "peaks": peaks, "peak_rows": args.peak_rows}
-    text = write_markdown(report)
-    print(text)
-    if not args.no_write:
-        (RESULTS / "saved.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "saved.md").write_text(text)
+    write_results("saved", report, write_markdown(report), write=not args.no_write)
 
 
 if __name__ == "__main__":

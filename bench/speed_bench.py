@@ -395,6 +395,17 @@ def bf16_skip_reason(config: dict[str, Any], native_bf16: bool, asked: bool, pea
             "run it with `--only NAME`")
 
 
+def run_peer_twice(name: str) -> dict[str, Any]:
+    """Olive's peak RSS moved between runs of the same configuration (3.8 and 8.2 GB, 2026-12-01): run it twice
+    and keep the run with the lower peak (the figure least favourable to tuneforge), both peaks recorded."""
+    runs = [run_worker(name) for _ in range(2)]
+    done = [run for run in runs if "peak_rss_mb" in run]
+    if not done:
+        return runs[-1]
+    kept = min(done, key=lambda run: run["peak_rss_mb"])
+    return {**kept, "peak_rss_mb_runs": [round(run["peak_rss_mb"], 1) for run in done]}
+
+
 def preloaded_library(name: str) -> str | None:
     """The path of the shared library ``lib<name>.so*`` (an allocator to LD_PRELOAD), None when not installed."""
     import ctypes.util
@@ -477,15 +488,19 @@ def main() -> None:
     previous = RESULTS / args.results
     kept = json.loads(previous.read_text())["results"] if args.rerun and previous.is_file() else {}
     report["results"] = results = dict(kept)
-    if kept:
-        report["rerun"] = {"configurations": names, "date": report["date"]}
+    if kept:  # the rows re-measured by every --rerun since the last full run, the earlier ones first
+        before = json.loads(previous.read_text()).get("rerun") or {}
+        earlier = [name for name in before.get("configurations", []) if name not in names]
+        report["rerun"] = {"configurations": earlier + list(names), "date": report["date"],
+                           "first_date": before.get("first_date") or before.get("date") or report["date"]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", flush=True)
         config = CONFIGS[name]
         skipped = (olive_skip_reason() if config["framework"] == "olive" else None) or bf16_skip_reason(
             config, report["machine"]["native_bf16"], asked=name in (args.only or []), peaks=report["matmul_peak_gflops"])
-        results[name] = {"skipped": skipped} if skipped else run_worker(name)
+        results[name] = {"skipped": skipped} if skipped else (
+            run_peer_twice(name) if config["framework"] == "olive" else run_worker(name))
         keys = ("tokens_per_second", "peak_rss_mb", "held_out_loss", "precision", "cpu_steal_percent", "error", "skipped")
         print("  " + json.dumps({key: results[name][key] for key in keys if key in results[name]})[-600:], flush=True)
         if not args.no_write:

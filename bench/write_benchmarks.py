@@ -131,7 +131,9 @@ def speed_section(report: dict[str, Any]) -> str:
             f"{mfu:.0%} | {'—' if steal is None else f'{steal:.0f} %'} |"
         )
     if report.get("rerun"):
-        lines += ["", f"Measured later, {report['rerun']['date']}, with `--rerun` (same machine and work; a rerun after heavy CPU steal, or rows added): "
+        span = report["rerun"].get("first_date")
+        span = f"from {span} to {report['rerun']['date']}" if span and span != report["rerun"]["date"] else report["rerun"]["date"]
+        lines += ["", f"Measured later, {span}, with `--rerun` (same machine and work; a rerun after heavy CPU steal, or rows added): "
                   + ", ".join(LABELS.get(name, name) for name in report["rerun"]["configurations"]) + "."]
     untrained = report.get("untrained", {}).get("held_out_loss")
     lines += ["", f"Held-out loss of the untrained model: {_f(untrained, 4)}.", ""]
@@ -158,8 +160,11 @@ def olive_lines(results: dict[str, Any]) -> list[str]:
             f"{first.get('real_tokens_per_packed_row', 0):.0f} tokens (the tail under one row is dropped, attention "
             "crosses row boundaries) and takes the loss on all tokens, so its real tokens/s counts every packed token "
             "and its held-out loss (scored on the answers, like every row) is not from the same objective. Its step "
-            "clock is the harness's, hooked into Olive's transformers.Trainer; peak RSS is that of Olive's process. "
-            f"The command: `{first.get('olive_command', '')}`.", ""]
+            "clock is the harness's, hooked into Olive's transformers.Trainer; peak RSS is that of Olive's process"
+            + (f" (each configuration ran twice: its peak moved between runs, "
+               f"{' and '.join(f'{mb / 1e3:.1f}' for mb in first['peak_rss_mb_runs'])} GB; the lower is shown)"
+               if first.get("peak_rss_mb_runs") else "")
+            + f". The command: `{first.get('olive_command', '')}`.", ""]
 
 
 def ratio_lines(results: dict[str, Any]) -> list[str]:

@@ -115,5 +115,5 @@ def test_scale_table_keeps_peer_rows_out_of_tuneforge_table(tmp_path: Path, monk
     scale_bench.write_markdown(report)
     text = (tmp_path / "scale.md").read_text()
     main_table = text.split("### Beside")[0]
-    assert "| smollm2-135m | 139M | lora | 512 | 2 | 20.0 |" in main_table and "olive" not in main_table.split("| --- |")[-1]
+    assert "| smollm2-135m | 139M | lora | 512 | 2 | glibc | 20.0 |" in main_table and "olive" not in main_table.split("| --- |")[-1]
     assert [row.get("framework", "") for row in report["rows"]] == ["", "olive", "trl"]
