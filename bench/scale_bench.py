@@ -312,7 +312,8 @@ def planned_rows() -> list[dict[str, Any]]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tuneforge.train.memory_plan import RUNTIME_MB, ModelShape, estimate_step_memory, tokens_per_pass
+    from tuneforge.train.memory_plan import (RUNTIME_MB, ModelShape, allocator_activation_factor, estimate_step_memory,
+                                             tokens_per_pass)
 
     default_tokens = tokens_per_pass(default_pass_tokens(), PLAN_BATCH, PLAN_LENGTH)
 
@@ -326,12 +327,14 @@ def planned_rows() -> list[dict[str, Any]]:
         shape = ModelShape(parameters=parameters, hidden=c["hidden_size"], intermediate=c["intermediate_size"],
                            layers=c["num_hidden_layers"], vocab=c["vocab_size"])
         for precision, dtype_bytes in (("fp32", 4), ("bf16", 2)):
-            def peak(tokens: int, checkpointing: bool) -> float:
+            def peak(tokens: int, checkpointing: bool, allocator: str = "system") -> float:
                 return estimate_step_memory(shape, weights_mb=parameters * dtype_bytes / 1e6, trainable=lora_parameters(c),
                                             tokens_per_pass=tokens, checkpointing=checkpointing, full=False,
-                                            dtype_bytes=dtype_bytes, runtime_mb=RUNTIME_MB, fused_mlp=True).total_mb
+                                            dtype_bytes=dtype_bytes, runtime_mb=RUNTIME_MB, fused_mlp=True,
+                                            activation_factor=allocator_activation_factor(allocator)).total_mb
             rows.append({"model": name, "parameters": parameters, "precision": precision,
-                         "default_tokens": default_tokens, "default_mb": peak(default_tokens, False), "one_example_mb": peak(PLAN_LENGTH, False),
+                         "default_tokens": default_tokens, "default_mb": peak(default_tokens, False),
+                         "default_tcmalloc_mb": peak(default_tokens, False, "tcmalloc"), "one_example_mb": peak(PLAN_LENGTH, False),
                          "checkpointing_mb": peak(PLAN_LENGTH, True)})
     return rows
 
@@ -358,12 +361,14 @@ def write_plan_markdown(rows: list[dict[str, Any]]) -> None:
              f"{rows[0]['default_tokens']:,} tokens (`micro_batch_tokens`' default; one example per pass when that is an "
              "example's length); *smaller passes*: one example per pass, chosen by the planner; *checkpointing*: the planner also recomputes "
              "activations (about a third slower). A budget is the memory free for the run; the planner keeps 10 % of it "
-             "as headroom. fp32 is what an AVX2-only CPU trains in; bf16 where the CPU has it natively (AMX/AVX512-BF16). Host memory only (the planner does not plan GPU memory).", "",
-             "| model | params | precision | peak at defaults GB | one example per pass GB | with checkpointing GB | "
-             + " | ".join(f"{b} GB free" for b in PLAN_BUDGETS_GB) + " |",
-             "| --- | ---: | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in PLAN_BUDGETS_GB) + " |"]
+             "as headroom; the budget columns use the glibc figures (the larger), *under tcmalloc* is the plan where the "
+             "`tuneforge` command trains under tcmalloc (memory_plan.TCMALLOC_ACTIVATION_FACTOR). fp32 is what an AVX2-only CPU trains in; bf16 where the CPU has it natively (AMX/AVX512-BF16). Host memory only (the planner does not plan GPU memory).", "",
+             "| model | params | precision | peak at defaults GB | under tcmalloc GB | one example per pass GB | "
+             "with checkpointing GB | " + " | ".join(f"{b} GB free" for b in PLAN_BUDGETS_GB) + " |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | " + " | ".join("---" for _ in PLAN_BUDGETS_GB) + " |"]
     for row in rows:
         lines.append(f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['precision']} | {row['default_mb'] / 1e3:.1f} | "
+                     f"{row.get('default_tcmalloc_mb', row['default_mb']) / 1e3:.1f} | "
                      f"{row['one_example_mb'] / 1e3:.1f} | {row['checkpointing_mb'] / 1e3:.1f} | "
                      + " | ".join(fits(row, b) for b in PLAN_BUDGETS_GB) + " |")
     (RESULTS / "scale_plan.md").write_text("\n".join(lines) + "\n")

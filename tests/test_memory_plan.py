@@ -234,3 +234,19 @@ def test_a_memory_limit_that_is_not_a_size_is_a_config_error():
     with pytest.raises((ConfigError, ValueError)) as error:
         FineTuningConfig(data="x.jsonl", memory_limit="plenty")
     assert "12GB" in str(error.value)
+
+
+def test_under_tcmalloc_the_activations_are_planned_at_the_measured_share():
+    from tuneforge.train.memory_plan import TCMALLOC_ACTIVATION_FACTOR, allocator_activation_factor
+
+    shape = ModelShape(parameters=1_700_000_000, hidden=2048, intermediate=8192, layers=24, vocab=49152)
+    common = dict(weights_mb=6_900, trainable=18_000_000, tokens_per_pass=1024, checkpointing=False, full=False,
+                  dtype_bytes=4, fused_mlp=True)
+    glibc = estimate_step_memory(shape, **common, activation_factor=allocator_activation_factor("system"))
+    tcmalloc = estimate_step_memory(shape, **common, activation_factor=allocator_activation_factor("tcmalloc"))
+    assert tcmalloc.weights_mb == glibc.weights_mb and tcmalloc.training_state_mb == glibc.training_state_mb
+    moving = lambda e: e.activations_mb + e.logits_mb - memory_plan.FIXED_STEP_MB  # noqa: E731
+    assert moving(tcmalloc) == pytest.approx(TCMALLOC_ACTIVATION_FACTOR * moving(glibc))
+    # the measured SmolLM2-1.7B-shaped step (bench/results/scale.json): 10.25 GB under tcmalloc, 13.58 GB under glibc;
+    # the plan (500 MB runtime assumed here) stays above what tcmalloc measured and below glibc's plan
+    assert 10_250 <= tcmalloc.total_mb < glibc.total_mb

@@ -37,6 +37,7 @@ from tuneforge.data.tokenize import EncodedDataset
 from tuneforge.model.methods import get_method
 
 from tuneforge.config import FineTuningConfig
+from tuneforge.core.allocator import loaded_allocator
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.memory import parse_memory_size
 
@@ -62,6 +63,12 @@ FUSED_MLP_SAVING = 1.1
 # does show (the speed work: 2.44 GB with them, 2.80 GB without), and the whole step peaks lower than the glibc runs
 # these constants were fitted to (2.44 vs 3.36 GB): the plan errs high there, on the safe side.
 RECIPE_SAVING = 0.0
+# Under tcmalloc (core/allocator.py: the `tuneforge` command trains under it when installed) freed activations are
+# reused across differently shaped passes instead of growing glibc's heap: a step's activation peak measured 0.38-0.44
+# of this model's glibc-fitted figure (bench/results/scale.json, malloc tcmalloc: SmolLM2-135M, Llama-3.2-1B,
+# Qwen2.5-0.5B and -1.5B shapes at 512 tokens, SmolLM2-1.7B at 1,024; glibc 0.67-1.0 on the same shapes). Planned with a margin
+# over the highest.
+TCMALLOC_ACTIVATION_FACTOR = 0.5
 FULL_FACTOR = 0.87
 # Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
 OUTSIDE_HIDDEN_FACTOR = 10.3
@@ -265,20 +272,28 @@ def recipe_tensors_of_run(config: FineTuningConfig, full: bool, precision: str) 
 
 def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int, tokens_per_pass: int,
                          checkpointing: bool, full: bool, dtype_bytes: int, runtime_mb: float = RUNTIME_MB,
-                         fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED, recipe_tensors: int = 0) -> MemoryEstimate:
+                         fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED, recipe_tensors: int = 0,
+                         activation_factor: float = 1.0) -> MemoryEstimate:
     """The peak of one training step: weights, AdamW state of the trainable parameters, one pass's activations.
 
     ``weights_mb`` is the whole model's; under FSDP (``sharding``) the process holds its share of it
     (``step_weights_mb``) and 1/N of the trainable parameters' gradients and optimizer state.
+    ``activation_factor`` scales the activations and logits for the allocator (``allocator_activation_factor``).
     """
     per_token = activation_bytes_per_token(shape, full, checkpointing, dtype_bytes, fused_mlp, recipe_tensors)
-    activations = ACTIVATION_MARGIN * tokens_per_pass * per_token / MB
+    activations = activation_factor * ACTIVATION_MARGIN * tokens_per_pass * per_token / MB
     return MemoryEstimate(
         weights_mb=step_weights_mb(weights_mb, shape, sharding),
         training_state_mb=trainable * TRAINABLE_BYTES / MB / max(sharding.processes, 1),
-        activations_mb=activations + FIXED_STEP_MB, logits_mb=LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
+        activations_mb=activations + FIXED_STEP_MB,
+        logits_mb=activation_factor * LOGITS_BYTES_PER_VOCAB * shape.vocab / MB,
         runtime_mb=runtime_mb,
     )
+
+
+def allocator_activation_factor(allocator: str) -> float:
+    """How much of the glibc-fitted activation estimate a step under ``allocator`` (``loaded_allocator()``) peaks at."""
+    return TCMALLOC_ACTIVATION_FACTOR if allocator == "tcmalloc" else 1.0
 
 
 def tokens_per_pass(micro_batch_tokens: int | None, batch_size: int, longest_example: int) -> int:
@@ -326,7 +341,7 @@ def check_fits_at_all(shape: ModelShape, *, quantization: str | None, full: bool
 def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: bool, activation_dtype_bytes: int,
                 batch_size: int, longest_example: int, micro_batch_tokens: int | None, gradient_checkpointing: bool,
                 memory_limit: str | float | None, fused_mlp: bool = False, sharding: Sharding = NOT_SHARDED,
-                weights_mb: float = 0.0, recipe_tensors: int = 0) -> MemoryPlan:
+                weights_mb: float = 0.0, recipe_tensors: int = 0, activation_factor: float = 1.0) -> MemoryPlan:
     """Choose pass size and recomputation so that a training step fits the budget (see the module docstring).
 
     ``resident_mb`` is what the process holds with the trainable model loaded: it stands for the
@@ -347,7 +362,7 @@ def plan_memory(shape: ModelShape, *, resident_mb: float, trainable: int, full: 
         return estimate_step_memory(shape, weights_mb=whole_weights, trainable=trainable, runtime_mb=runtime, full=full,
                                     tokens_per_pass=tokens_per_pass(tokens, batch_size, longest_example),
                                     checkpointing=checkpointing, dtype_bytes=activation_dtype_bytes, fused_mlp=fused_mlp,
-                                    sharding=sharding, recipe_tensors=recipe_tensors)
+                                    sharding=sharding, recipe_tensors=recipe_tensors, activation_factor=activation_factor)
 
     configured_tokens = tokens_per_pass(micro_batch_tokens, batch_size, longest_example)
     first = estimate(configured_tokens, gradient_checkpointing)
@@ -430,8 +445,10 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
                        gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
                        fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb,
-                       recipe_tensors=recipe_tensors_of_run(config, not method.freezes_base, precision))
-    notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), message=plan.message)
+                       recipe_tensors=recipe_tensors_of_run(config, not method.freezes_base, precision),
+                       activation_factor=allocator_activation_factor(loaded_allocator()))
+    notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), allocator=loaded_allocator(),
+           message=plan.message)
     if not plan.changed:
         return config
     if plan.changed.get("gradient_checkpointing") and not config.gradient_checkpointing:
