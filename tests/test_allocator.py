@@ -71,6 +71,13 @@ def test_only_training_commands_re_execute_and_only_once(tmp_path, monkeypatch):
     assert path == sys.executable and args == [sys.executable, "-m", "tuneforge.cli.main", "finetune", "--data", "d.jsonl"]
     assert env["LD_PRELOAD"] == library and env[REEXEC_MARK] == "1"
 
+    def refuse(path, args, env):
+        raise PermissionError("exec refused")
+
+    monkeypatch.setattr(os, "execve", refuse)
+    reexec_with_allocator(["finetune"], "finetune")  # exec failed: the command goes on in this process, no traceback
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append((path, args, env)))
+
     monkeypatch.setenv(REEXEC_MARK, "1")  # the re-executed process: never again, even if the preload did not take
     reexec_with_allocator(["finetune"], "finetune")
     assert len(calls) == 1

@@ -87,7 +87,10 @@ def reexec_with_allocator(argv: list[str], command: str | None) -> None:
     if not extra:
         return
     sys.stdout.flush(), sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "tuneforge.cli.main", *argv], {**os.environ, **extra})
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "tuneforge.cli.main", *argv], {**os.environ, **extra})
+    except OSError:  # the interpreter could not be started again: train in this process, with the system's malloc
+        return
 
 
 __all__ = ["ALLOCATOR_ENV", "allocator_environment", "find_tcmalloc", "loaded_allocator", "preload_library",
