@@ -89,7 +89,9 @@ def test_a_killed_worker_process_is_recovered_by_the_next_worker(home, tmp_path,
     signal) and a new `tuneforge worker` continues the job to success."""
     from tuneforge.jobs import FineTuningManager
 
-    job = _create(tmp_path, tiny_model_dir, capsys, "--epochs", "40", "--set", "saving_strategy=steps", "--set", "save_steps=5")
+    # early stopping off: auto's would end this run at step 10, before the kill it is about
+    job = _create(tmp_path, tiny_model_dir, capsys, "--epochs", "40", "--set", "saving_strategy=steps", "--set", "save_steps=5",
+                  "--set", "early_stopping=false")
     manager = FineTuningManager()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "tuneforge.cli.main", "worker", "--stale-seconds", "5"]
@@ -115,4 +117,4 @@ def test_a_killed_worker_process_is_recovered_by_the_next_worker(home, tmp_path,
     done = manager.get_job(job["id"])
     assert done.status == "succeeded", done.error
     messages = [e["message"] for e in manager.list_events(job["id"], limit=1000).data]
-    assert any(m.startswith("resuming from step-") for m in messages)
+    assert any(m.startswith("resuming from step-") for m in messages), messages
