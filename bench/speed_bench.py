@@ -408,12 +408,9 @@ def run_peer_twice(name: str) -> dict[str, Any]:
 
 def preloaded_library(name: str) -> str | None:
     """The path of the shared library ``lib<name>.so*`` (an allocator to LD_PRELOAD), None when not installed."""
-    import ctypes.util
-    import glob
+    from tuneforge.core.allocator import find_shared_library
 
-    found = ctypes.util.find_library(name)
-    candidates = sorted(glob.glob(f"/usr/lib/*/lib{name}.so*") + glob.glob(f"/usr/lib/lib{name}.so*"))
-    return next((path for path in candidates if found and Path(path).name == found), candidates[0] if candidates else None)
+    return find_shared_library(f"lib{name}.so")
 
 
 def run_worker(name: str) -> dict[str, Any]:

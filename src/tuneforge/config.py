@@ -103,7 +103,7 @@ class FineTuningConfig(BaseModel):
     epochs: Annotated[float, Field(gt=0, le=1000)] | Auto = Field(AUTO, description="passes over the training data; auto: from the "
                                  "dataset size (about 500 examples seen, 1 to 3 epochs; at most 50,000 examples)")
     batch_size: Annotated[int, Field(ge=1, le=4096)] | Auto = Field(AUTO, description="examples per optimizer step; auto: about 1,024 "
-                                   "tokens per step, 4 to 64 examples, smaller when that would leave under 32 steps")
+                                   "tokens per step, 4 to 64 examples, smaller when that would leave under 32 steps or under 16 an epoch")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
     learning_rate: Annotated[float, Field(gt=0, le=1.0)] | Auto | None = Field(AUTO, description="peak learning rate; null: the method's "
                                                "own; auto: the method's own, lower for models above 500M parameters")
@@ -163,13 +163,13 @@ class FineTuningConfig(BaseModel):
     early_stopping: bool | Auto = Field(
         AUTO, description="stop when best_metric has not improved by early_stopping_min_delta for early_stopping_patience "
         "evaluations; auto: on when there is a validation split (then, unless set, evaluations every quarter epoch, "
-        "patience 2 (4 for runs of 2+ epochs), an improvement must beat the best by 5 % of it and by 0.001, a validation loss of 0.005 ends the run), off without one"
+        "patience 2 (4 for runs of 2+ epochs), an improvement must beat the best by 5 % of it and by 0.001, a validation loss of 0.0025 ends the run), off without one"
     )
     early_stopping_patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="smallest change of best_metric that counts as an improvement")
     early_stopping_goal: float | None = Field(
         None, ge=0.0, description="with early stopping, stop as soon as best_metric reaches this value (a loss at or "
-        "under it, an accuracy at or over it): nothing is left to gain (auto: a validation loss of 0.005)")
+        "under it, an accuracy at or over it): nothing is left to gain (auto: a validation loss of 0.0025)")
     early_stopping_relative_delta: float = Field(
         0.0, ge=0.0, lt=1.0, description="smallest change of best_metric, as a share of the best value so far, that counts "
         "as an improvement (0.05: a loss must fall 5 %); an evaluation improves when it beats both deltas")

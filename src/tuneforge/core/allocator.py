@@ -32,14 +32,19 @@ SEARCH_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/
 TRAINING_COMMANDS = frozenset({"finetune", "resume", "demo", "search", "worker", "serve"})
 
 
+def find_shared_library(stem: str, search_dirs: tuple[str, ...] = SEARCH_DIRS) -> str | None:
+    """The path of an installed shared library named ``stem`` (``libtcmalloc_minimal.so``, with any version
+    suffix), from the first directory that has it; None when none does."""
+    for directory in search_dirs:
+        matches = sorted(glob.glob(os.path.join(directory, stem + "*")), key=len)
+        if matches:
+            return matches[0]
+    return None
+
+
 def find_tcmalloc(search_dirs: tuple[str, ...] = SEARCH_DIRS) -> str | None:
     """The path of an installed tcmalloc shared library (the minimal build first), None when there is none."""
-    for name in LIBRARY_NAMES:
-        for directory in search_dirs:
-            matches = sorted(glob.glob(os.path.join(directory, name + "*")), key=len)
-            if matches:
-                return matches[0]
-    return None
+    return next((path for name in LIBRARY_NAMES if (path := find_shared_library(name, search_dirs))), None)
 
 
 def loaded_allocator() -> str:
@@ -93,5 +98,5 @@ def reexec_with_allocator(argv: list[str], command: str | None) -> None:
         return
 
 
-__all__ = ["ALLOCATOR_ENV", "allocator_environment", "find_tcmalloc", "loaded_allocator", "preload_library",
+__all__ = ["ALLOCATOR_ENV", "allocator_environment", "find_shared_library", "find_tcmalloc", "loaded_allocator", "preload_library",
            "reexec_with_allocator"]

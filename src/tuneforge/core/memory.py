@@ -1,4 +1,5 @@
-"""Memory use of this process: current and peak resident set size (and GPU memory when on a GPU).
+"""Memory use of this process: current and peak resident set size (and GPU memory when on a GPU), and what the
+machine still has free for it (``available_memory_mb``: MemAvailable, capped by a cgroup limit).
 
 ``peak_memory_mb()`` is the process's lifetime peak. ``PeakMemory`` measures the peak of one span
 of code (an evaluation, say), which the lifetime peak cannot tell once training has run before it.
@@ -11,6 +12,7 @@ import re
 import resource
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 _PROC_STATUS = "/proc/self/status"
@@ -160,3 +162,35 @@ def parse_memory_size(text: str | float | int) -> float:
 
 
 _MEMORY_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt])?(?:i?b)?")
+
+
+def available_memory_mb() -> float | None:
+    """Memory this process could still get, in MB: the kernel's MemAvailable, capped by a cgroup limit; None if unknown."""
+    available = _meminfo_mb("MemAvailable")
+    cgroup = _cgroup_room_mb()
+    candidates = [value for value in (available, cgroup) if value is not None]
+    return min(candidates) if candidates else None
+
+
+def _meminfo_mb(key: str) -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room_mb() -> float | None:
+    """What the cgroup (v2) limit leaves: memory.max − memory.current; None without a limit."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        current = int((base / "memory.current").read_text().strip())
+        return max(0.0, (int(limit) - current) / 1e6)
+    except (OSError, ValueError):
+        return None

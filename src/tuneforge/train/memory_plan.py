@@ -39,7 +39,7 @@ from tuneforge.model.methods import get_method
 from tuneforge.config import FineTuningConfig
 from tuneforge.core.allocator import loaded_allocator
 from tuneforge.core.errors import TuneforgeError
-from tuneforge.core.memory import parse_memory_size
+from tuneforge.core.memory import available_memory_mb, parse_memory_size
 
 MB = 1e6
 # Saved for backward per token and decoder layer, in activation elements: a·hidden + b·intermediate
@@ -59,9 +59,8 @@ FUSED_MLP_SAVING = 1.1
 # MALLOC_MMAP_THRESHOLD_=1048576 the same pass peaks 478 MB lower (0.97 of each tensor). So RECIPE_SAVING, the
 # hidden-widths of peak each dropped tensor saves, stays 0 (never plan low) until the allocator returns freed
 # activations; then ~0.97 is what was measured. Not under checkpointing (a recomputed layer runs without recipes).
-# Under tcmalloc, which the `tuneforge` command trains with when it is installed (core/allocator.py), the recipes' saving
-# does show (the speed work: 2.44 GB with them, 2.80 GB without), and the whole step peaks lower than the glibc runs
-# these constants were fitted to (2.44 vs 3.36 GB): the plan errs high there, on the safe side.
+# Under tcmalloc the recipes' saving does show (the speed work: 2.44 GB with them, 2.80 GB without); it is part of
+# what TCMALLOC_ACTIVATION_FACTOR below was measured with, so it is not counted again here.
 RECIPE_SAVING = 0.0
 # Under tcmalloc (core/allocator.py: the `tuneforge` command trains under it when installed) freed activations are
 # reused across differently shaped passes instead of growing glibc's heap: a step's activation peak measured 0.38-0.44
@@ -215,14 +214,6 @@ class MemoryPlan:
         head = (f"memory: a training step needs about {_gb(self.estimate.total_mb)} of the {_gb(self.limit_mb)} "
                 f"available ({self.limit_source})")
         return "; ".join([head, *self.reasons])
-
-
-def available_memory_mb() -> float | None:
-    """Memory this process could still get: the kernel's MemAvailable, capped by a cgroup limit; None if unknown."""
-    available = _meminfo_mb("MemAvailable")
-    cgroup = _cgroup_room_mb()
-    candidates = [value for value in (available, cgroup) if value is not None]
-    return min(candidates) if candidates else None
 
 
 def memory_budget_mb(memory_limit: str | float | None, resident_mb: float) -> tuple[float, str]:
@@ -439,6 +430,7 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
     # Weights loaded from safetensors may still be file-backed pages the first pass will touch: count them as resident.
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / MB
     resident = max(current_memory_mb(), weights_mb + RUNTIME_MB)
+    allocator = loaded_allocator()  # tcmalloc keeps a step's activations lower than glibc (TCMALLOC_ACTIVATION_FACTOR)
     plan = plan_memory(ModelShape.from_model_dir(model_dir, config.trust_remote_code), resident_mb=resident,
                        trainable=trainable, full=not method.freezes_base,
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
@@ -446,8 +438,8 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
                        gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
                        fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb,
                        recipe_tensors=recipe_tensors_of_run(config, not method.freezes_base, precision),
-                       activation_factor=allocator_activation_factor(loaded_allocator()))
-    notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), allocator=loaded_allocator(),
+                       activation_factor=allocator_activation_factor(allocator))
+    notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), allocator=allocator,
            message=plan.message)
     if not plan.changed:
         return config
@@ -487,30 +479,6 @@ def _current_mb() -> float:
     from tuneforge.core.memory import current_memory_mb
 
     return current_memory_mb()
-
-
-def _meminfo_mb(key: str) -> float | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024 / MB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cgroup_room_mb() -> float | None:
-    """What the cgroup (v2) limit leaves: memory.max − memory.current; None without a limit."""
-    base = Path("/sys/fs/cgroup")
-    try:
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        current = int((base / "memory.current").read_text().strip())
-        return max(0.0, (int(limit) - current) / MB)
-    except (OSError, ValueError):
-        return None
 
 
 __all__ = ["check_memory_before_loading", "fit_memory", "MemoryEstimate", "MemoryPlan", "MemoryPlanError", "ModelShape", "activation_bytes_per_token",
