@@ -106,3 +106,16 @@ def test_the_command_trains_under_tcmalloc_unless_told_to_keep_the_system_malloc
     assert started["allocator"] == "tcmalloc"
     started = _train(tiny_model_dir, session_dataset, tmp_path / "system", TUNEFORGE_ALLOCATOR="system")
     assert started["allocator"] == "system"
+
+
+def test_a_misnamed_library_is_reported_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(allocator, "loaded_allocator", lambda: "system")
+    monkeypatch.delenv(REEXEC_MARK, raising=False)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("no library: nothing to re-execute under"))
+    monkeypatch.setenv("TUNEFORGE_ALLOCATOR", str(tmp_path / "libtcmaloc.so"))
+    reexec_with_allocator(["finetune"], "finetune")
+    err = capsys.readouterr().err
+    assert "TUNEFORGE_ALLOCATOR=" in err and "libtcmaloc.so" in err and "no such library file" in err
+    monkeypatch.setenv("TUNEFORGE_ALLOCATOR", "system")  # a known word: nothing to say
+    reexec_with_allocator(["finetune"], "finetune")
+    assert capsys.readouterr().err == ""

@@ -28,6 +28,9 @@ ALLOCATOR_ENV = "TUNEFORGE_ALLOCATOR"
 REEXEC_MARK = "TUNEFORGE_ALLOCATOR_REEXEC"
 LIBRARY_NAMES = ("libtcmalloc_minimal.so", "libtcmalloc.so")
 SEARCH_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+SYSTEM_CHOICES = frozenset({"system", "glibc", "none", "off"})  # TUNEFORGE_ALLOCATOR values that keep the system's malloc
+TCMALLOC_CHOICES = frozenset({"", "auto", "tcmalloc"})
+KNOWN_CHOICES = SYSTEM_CHOICES | TCMALLOC_CHOICES
 # The commands that train (or start processes that train): the others gain nothing from a second exec.
 TRAINING_COMMANDS = frozenset({"finetune", "resume", "demo", "search", "worker", "serve"})
 
@@ -62,9 +65,9 @@ def loaded_allocator() -> str:
 def preload_library(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
     """The library a training process should preload per ``TUNEFORGE_ALLOCATOR`` (None: keep the system's)."""
     choice = environ.get(ALLOCATOR_ENV, "auto").strip()
-    if choice in ("system", "glibc", "none", "off") or not sys.platform.startswith("linux"):
+    if choice in SYSTEM_CHOICES or not sys.platform.startswith("linux"):
         return None
-    if choice in ("", "auto", "tcmalloc"):
+    if choice in TCMALLOC_CHOICES:
         return find_tcmalloc()
     return choice if Path(choice).is_file() else None
 
@@ -90,12 +93,20 @@ def reexec_with_allocator(argv: list[str], command: str | None) -> None:
         return
     extra = allocator_environment()
     if not extra:
+        _warn_if_misnamed(os.environ.get(ALLOCATOR_ENV, "").strip())
         return
     sys.stdout.flush(), sys.stderr.flush()
     try:
         os.execve(sys.executable, [sys.executable, "-m", "tuneforge.cli.main", *argv], {**os.environ, **extra})
     except OSError:  # the interpreter could not be started again: train in this process, with the system's malloc
         return
+
+
+def _warn_if_misnamed(choice: str) -> None:
+    """A ``TUNEFORGE_ALLOCATOR`` that is neither a known word nor an existing file is a mistake: say so, and go on."""
+    if choice and choice not in KNOWN_CHOICES and not Path(choice).is_file():
+        print(f"warning: {ALLOCATOR_ENV}={choice}: no such library file; training with the system's malloc "
+              f"(set it to auto, tcmalloc, system or the path of a .so file)", file=sys.stderr)
 
 
 __all__ = ["ALLOCATOR_ENV", "allocator_environment", "find_shared_library", "find_tcmalloc", "loaded_allocator", "preload_library",
