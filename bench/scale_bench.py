@@ -72,6 +72,7 @@ GRID = [
     *[("qwen2.5-0.5b", "lora", n) for n in (128, 512, 2048)],
     ("smollm2-135m", "qlora", 512), ("qwen2.5-0.5b", "qlora", 512),
     ("llama-3.2-1b", "lora", 512), ("qwen2.5-1.5b", "lora", 512), ("smollm2-1.7b", "lora", 512),
+    ("smollm2-1.7b", "lora", 1024),  # the scale issue's goal: a 1.7B model with LoRA at 1,024 tokens within 12 GB
     ("smollm2-1.7b", "qlora", 512),
 ]
 TOKENS_PER_STEP = 1024  # batch_size × max_length is held at this (batch at least 1)
@@ -246,51 +247,114 @@ def key_of(row: dict[str, Any]) -> str:
     return f"{framework}{row['model']}:{row['method']}:{row['max_length']}{limit}"
 
 
+def limit_percent(row: dict[str, Any], peak: dict[str, float]) -> float | None:
+    """tokens/s × model FLOPs per token against the measured matmul peak of the precision the row computed in."""
+    if not row.get("tokens_per_second"):
+        return None
+    gflops = peak["bf16" if row.get("precision") == "bf16" else "fp32"]
+    flops = flops_per_token(row["model"], row["method"], row["max_length"], row.get("trainable") or 0)
+    return row["tokens_per_second"] * flops / 1e9 / gflops * 100
+
+
+def _row_line(row: dict[str, Any], peak: dict[str, float]) -> str:
+    if "error" in row or not row.get("tokens_per_second"):
+        why = (row.get("error") or "").strip().splitlines() or ["no step timed"]
+        return f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | failed: {why[-1][:120]} | | | | | | | | |"
+    steal = row.get("steal_percent")
+    return (
+        f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
+        f"{'glibc' if row.get('allocator', 'system') == 'system' else row['allocator']} | {row['tokens_per_second']:,.1f} | "
+        f"{row['seconds_per_step']:,.1f} | {limit_percent(row, peak):.0f} % | {row['peak_rss_mb'] / 1e3:.2f} | "
+        f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX and not row.get('commit') else ''} | "
+        f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
+        f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
+        f"{'' if row.get('commit') else ' ²'} | {row['load_average']} | {'—' if steal is None else f'{steal:.0f} %'} |")
+
+
+def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares a, b of y ≈ a + b·x."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str]:
+    """How cost grows: with parameters (LoRA rows at 512 tokens) and with sequence length (models with three or more
+    lengths), derived from the measured rows."""
+    import math
+
+    ok = [r for r in rows if r.get("framework", "tuneforge") == "tuneforge" and r.get("tokens_per_second")
+          and not r.get("memory_limit")]
+    lines = ["### How cost grows", ""]
+    by_size = sorted((r for r in ok if r["method"] == "lora" and r["max_length"] == 512), key=lambda r: r["parameters"])
+    if len(by_size) >= 3:
+        billions = [r["parameters"] / 1e9 for r in by_size]
+        a, b = _fit_line(billions, [r["peak_rss_mb"] / 1e3 for r in by_size])
+        worst = max(abs(r["peak_rss_mb"] / 1e3 - (a + b * x)) for r, x in zip(by_size, billions))
+        slope = _fit_line([math.log(x) for x in billions], [math.log(r["tokens_per_second"]) for r in by_size])[1]
+        fractions = ", ".join(f"{r['model']} {limit_percent(r, peak) or 0:.0f} %" for r in by_size)
+        lines += [
+            f"- **With parameters** (LoRA, 512 tokens, {len(by_size)} models from {billions[0] * 1e3:,.0f}M to "
+            f"{billions[-1]:.2f}B): peak RSS ≈ {a:.2f} GB + {b:.2f} GB per billion parameters (least squares; the "
+            f"farthest row is {worst:.2f} GB off the line; in fp32 the frozen base alone is 4 GB per billion). "
+            f"tokens/s falls as parameters^{slope:.2f} (a log-log fit; −1 would be cost in proportion to the weights). "
+            f"The fraction of the matmul limit, smallest model to largest: {fractions}.",
+        ]
+    for model in dict.fromkeys(r["model"] for r in ok):
+        lengths = sorted((r for r in ok if r["model"] == model and r["method"] == "lora"), key=lambda r: r["max_length"])
+        if len(lengths) < 3:
+            continue
+        first, last = lengths[0], lengths[-1]
+        cells = ", ".join(f"{r['max_length']:,}: {r['tokens_per_second']:,.0f} tokens/s, {r['peak_rss_mb'] / 1e3:.2f} GB"
+                          for r in lengths)
+        flops_growth = (flops_per_token(model, "lora", last["max_length"], last.get("trainable") or 0)
+                        / flops_per_token(model, "lora", first["max_length"], first.get("trainable") or 0))
+        lines.append(
+            f"- **With sequence length, {model}** (the same {TOKENS_PER_STEP:,} tokens a step, fewer and longer rows): {cells}. "
+            f"From {first['max_length']:,} to {last['max_length']:,} tokens the model FLOPs per token grow "
+            f"{flops_growth:.2f}× (attention's share) and tokens/s changes {last['tokens_per_second'] / first['tokens_per_second']:.2f}×; "
+            f"peak RSS changes {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}× (a pass holds one long example's "
+            "activations at once).")
+    return lines + [""] if len(lines) > 2 else []
+
+
 def write_markdown(report: dict[str, Any]) -> None:
     m = report["machine"]
     peak = report["matmul_peak_gflops"]
+    ours = [r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"]
+    loads = [r["load_average"] for r in report["rows"] if r.get("load_average") is not None]
+    steals = [r["steal_percent"] for r in ours if r.get("steal_percent") is not None]
     lines = [
         "## Scale: model size and sequence length (random weights, real architectures)", "",
-        "Reproduce: `.venv/bin/python bench/scale_bench.py` (each row in a fresh process; `--only MODEL:METHOD:LENGTH`).", "",
+        "Reproduce: `.venv/bin/python bench/scale_bench.py` (the whole grid and its peers in one run, each row in a fresh "
+        "process; `--only MODEL:METHOD:LENGTH` adds or re-measures rows of the last run).", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}; fp32 matmul peak measured "
-        f"{peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. The machine was shared with other work while "
-        "measured (load average per row): speed figures are low by about the load; memory figures are not affected.", "",
+        f"{peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s"
+        + (f"; load average when each row ended {min(loads):.1f}–{max(loads):.1f} (a row's own two threads count about 2)" if loads else "")
+        + (f", CPU stolen by the hypervisor while training {min(steals):.0f}–{max(steals):.0f} %" if steals else "")
+        + f". Commit {', '.join(sorted({r['commit'] for r in report['rows'] if r.get('commit')})) or '?'}.", "",
         f"Work: {STEPS} optimizer steps of batch × max_length tokens (at least {TOKENS_PER_STEP:,}; rows filled to max_length), "
         "LoRA r16 on all linear layers (qlora: the same on an NF4 base), the default settings otherwise; the first step "
         "is a warm-up. *Planned* is the memory planner's estimate of a step's peak (train/memory_plan.py) beside the "
-        "measured peak RSS; *limit %* is tokens/s × FLOPs/token against the measured matmul peak of the precision used.", "",
-        "| model | params | method | max_length | batch | malloc | tokens/s | s/step | peak RSS GB | planned GB | plan changed | "
-        "load |",
-        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "measured peak RSS; *limit %* is tokens/s × model FLOPs per token (PaLM convention: 4 per frozen weight, 6 per "
+        "trainable one, 12·layers·hidden·length for attention) against the measured matmul peak of the precision used.", "",
+        "| model | params | method | max_length | batch | malloc | tokens/s | s/step | limit % | peak RSS GB | planned GB | "
+        "plan changed | load | stolen |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        *(_row_line(row, peak) for row in ours),
     ]
-    for row in (r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"):
-        if "error" in row:
-            lines.append(f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | failed: "
-                         f"{row['error'].strip().splitlines()[-1][:120] if row['error'].strip() else '?'} | | | | | | | |")
-            continue
-        gflops = peak["bf16" if row.get("precision") == "bf16" else "fp32"]
-        fraction = (row["tokens_per_second"] * flops_per_token(row["model"], row["method"], row["max_length"],
-                                                               row["trainable"] or 0) / 1e9 / gflops * 100
-                    if row.get("tokens_per_second") else None)
-        lines.append(
-            f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
-            f"{'glibc' if row.get('allocator', 'system') == 'system' else row['allocator']} | {row['tokens_per_second'] or 0:,.1f} | {row['seconds_per_step'] or 0:,.1f} | {row['peak_rss_mb'] / 1e3:.2f} | "
-            f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX and not row.get('commit') else ''} | "
-            f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
-            f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
-            f"{'' if row.get('commit') else ' ²'} | {row['load_average']} |"
-            if fraction is not None else
-            f"| {row['model']} | — | {row['method']} | {row['max_length']} | — | — | — | — | — | — | — | — | — |")
-    lines += ["", "qlora's *params* counts the packed 4-bit weights as torch sees them (two per byte). ¹ Planned by the "
-              "planner before commit 0844e0c, which did not yet count weights still file-backed when the model is ready "
-              "(about 0.6 GB for this model); every later row is planned by the current code. The fraction of the CPU's "
-              "matmul limit is left out: the peak measured at the start and the rows ran under different loads from "
-              "other jobs (up to 8 on 2 cores), so the ratio would mislead; BENCHMARKS' speed section has it from a quiet run. "
-              "² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width activations per "
-              "token and layer fewer: these rows' peaks are higher than the current code's.",
-              ""]
+    notes = ["qlora's *params* counts the packed 4-bit weights as torch sees them (two per byte); its limit % counts the "
+             "full-size weights' FLOPs (QLoRA also dequantizes every weight on every pass, which the convention does not count)."]
+    if any(key_of(r) in PLANNED_BEFORE_FIX and not r.get("commit") for r in ours):
+        notes.append("¹ Planned by the planner before commit 0844e0c, which did not yet count weights still file-backed "
+                     "when the model is ready (about 0.6 GB for this model).")
+    if any(not r.get("commit") for r in ours):
+        notes.append("² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width "
+                     "activations per token and layer fewer: these rows' peaks are higher than the current code's.")
+    lines += ["", " ".join(notes), "", *growth_lines(report["rows"], peak)]
     peers = peer_lines(report["rows"], key_of)
-    lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']} (the last run)."]
+    lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']}."]
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -409,7 +473,8 @@ def main() -> None:
         if model not in ARCHITECTURES:
             parser.error(f"{key!r}: no model {model!r}; the models: {', '.join(ARCHITECTURES)}")
     path = RESULTS / "scale.json"
-    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    # The whole grid is one run (a table of one machine state and one commit); --only adds rows to the last run's.
+    old = json.loads(path.read_text()) if path.exists() and args.only else {"rows": []}
     rows = {key_of(r): r for r in old.get("rows", [])}
     info = machine()
     # Without native bf16 a bf16 multiply is emulated (seconds each): a few repeats show it, as in the speed bench.
