@@ -14,8 +14,15 @@ The speed issue asks for 85 % of this CPU's fp32 matmul limit. This trains the s
 
 The replayed time is what the step's model FLOPs cost at this CPU's matmul speed; the rest of the
 step is time outside the matrix multiplies (attention, norms, SiLU, the loss, copies, Python and
-autograd bookkeeping), which the matmul limit does not count. A profiler's per-op timing is not used:
-with tens of thousands of small ops a step, its own overhead dominates them.
+autograd bookkeeping), which the matmul limit does not count.
+
+The recorded step also times every operator by category, the clock read around the operator's own call
+only, so the mode's bookkeeping (and Python's, autograd's and the dispatcher's) falls between operators:
+that share is the step's time at the timed steps' pace less the sum of its operators. A profiler's
+per-op timing is not used: with tens of thousands of small ops a step, its own overhead is in its figures.
+
+Runs under the allocator the ``tuneforge`` command trains with (tcmalloc when installed; it re-executes
+itself once with it, as the command does).
 """
 
 from __future__ import annotations
@@ -66,15 +73,20 @@ class Recorder:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
                 name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
-                recorder.counts[category(f"aten.{name}")] += 1
+                bucket = category(f"aten.{name}")
+                recorder.counts[bucket] += 1
                 if name in MATMULS:
                     recorder.matmuls.append((name, [(tuple(a.shape), tuple(a.stride()), a.dtype) for a in args
                                                     if hasattr(a, "shape")],
                                              {k: v for k, v in (kwargs or {}).items() if isinstance(v, (int, float))}))
-                return func(*args, **(kwargs or {}))
+                started = time.perf_counter()
+                result = func(*args, **(kwargs or {}))
+                recorder.seconds[bucket] += time.perf_counter() - started
+                return result
 
         self.mode = Mode()
         self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # each operator's own call, by category
         self.matmuls: list[tuple[str, list[tuple[Any, Any, Any]], dict[str, Any]]] = []
 
 
@@ -155,7 +167,26 @@ def profile_steps() -> dict[str, Any]:
     return {"seconds_per_token": per_token, "timed_steps": [{"seconds": s, "tokens": t} for s, t in timed],
             "recorded_step_tokens": recorded_tokens, "matmul_count": len(recorder.matmuls), "matmul_flops": flops,
             "matmul_replay_seconds": replay_seconds(recorder.matmuls), "op_counts": dict(recorder.counts),
-            "threads": torch.get_num_threads()}
+            "op_seconds": dict(recorder.seconds), "threads": torch.get_num_threads()}
+
+
+def breakdown_lines(result: dict[str, Any], step: float) -> list[str]:
+    """The recorded step's operators timed in place, by category, and the time between them."""
+    seconds = result.get("op_seconds")
+    if not seconds:
+        return []
+    between = step - sum(seconds.values())
+    lines = ["The recorded step's operators timed where they ran (each operator's own call; *between the operators* "
+             "is the step at the timed steps' pace less their sum: Python, autograd and the dispatcher):", "",
+             "| category | calls | seconds | share of the step |", "| --- | ---: | ---: | ---: |"]
+    for name, value in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {result['op_counts'].get(name, 0):,} | {value:.2f} | {100 * value / step:.0f} % |")
+    lines += [f"| between the operators | | {max(0.0, between):.2f} | {100 * max(0.0, between) / step:.0f} % |", ""]
+    matmul = seconds.get("matrix multiplies", 0.0)
+    if matmul:
+        lines += [f"In place the matrix multiplies ran at {result['matmul_flops'] / matmul / 1e9:.0f} GFLOP/s "
+                  f"(alone: {result['matmul_flops'] / result['matmul_replay_seconds'] / 1e9:.0f}).", ""]
+    return lines
 
 
 def write(report: dict[str, Any]) -> None:
@@ -175,7 +206,7 @@ def write(report: dict[str, Any]) -> None:
         "",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {result['threads']} threads, "
         f"torch {report['machine']['torch']}; measured {report['date']}, load average {report['load_average']:.2f} when "
-        f"it started (commit {report.get('commit') or '?'}). Work: SmolLM2-135M-Instruct, LoRA r16 on every linear "
+        f"it started (commit {report.get('commit') or '?'}), allocator {report.get('allocator', 'system').replace('system', 'glibc')}. Work: SmolLM2-135M-Instruct, LoRA r16 on every linear "
         f"layer, batch 8, the speed bench's rows; {len(result['timed_steps'])} timed steps at "
         f"{1 / result['seconds_per_token']:.0f} real tokens/s (median), the recorded step {result['recorded_step_tokens']:,} "
         "tokens.",
@@ -187,6 +218,7 @@ def write(report: dict[str, Any]) -> None:
         f"{rate:.0f} GFLOP/s) | {matmul:.2f} | {100 * matmul / step:.0f} % |",
         f"| everything else | {outside:.2f} | {100 * outside / step:.0f} % |",
         "",
+        *breakdown_lines(result, step),
         "Operators the recorded step called (forward and backward): "
         + ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items(), key=lambda kv: -kv[1])) + ".",
         "",
@@ -209,7 +241,12 @@ def main() -> None:
         return
     import subprocess
 
-    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    from tuneforge.core.allocator import REEXEC_MARK, allocator_environment, loaded_allocator
+
+    extra = allocator_environment()
+    if extra and not os.environ.get(REEXEC_MARK) and loaded_allocator() == "system":
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **extra})
+    report = {"machine": machine(), "allocator": loaded_allocator(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_average": os.getloadavg()[0], "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32")}}
     try:
         report["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
