@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tuneforge.core.memory import PeakMemory, current_memory_mb, peak_memory_mb
@@ -43,3 +45,43 @@ def test_nested_spans_keep_the_outer_peak():
             pass
     assert outer.peak_mb >= outer.start_mb + 250
     assert inner.peak_mb < outer.peak_mb - 200
+
+
+def _rss_file_kb() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("RssFile:"))
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and calls madvise")
+
+
+@linux_only
+def test_a_mapped_files_pages_leave_the_resident_set_and_read_back_the_same(tmp_path):
+    import torch
+
+    from tuneforge.core.memory import file_mappings, release_file_pages
+
+    data = torch.arange(4 << 20, dtype=torch.float32)  # 16 MB
+    data.numpy().tofile(tmp_path / "weights.bin")
+    # A private, copy-on-write mapping, as transformers maps a safetensors file.
+    mapped = torch.from_file(str(tmp_path / "weights.bin"), shared=False, size=data.numel(), dtype=torch.float32)
+    assert any(low <= mapped.data_ptr() < high for low, high in file_mappings())
+    assert torch.equal(mapped, data)  # every page read in
+    before = _rss_file_kb()
+    released = release_file_pages(mapped.data_ptr(), mapped.numel() * mapped.element_size())
+    assert released >= 16_000_000 - 2 * 4096
+    assert _rss_file_kb() < before - 15_000
+    assert torch.equal(mapped, data)  # read again from the file
+
+
+@linux_only
+def test_anonymous_memory_and_part_pages_are_never_released():
+    import torch
+
+    from tuneforge.core.memory import release_file_pages
+
+    tensor = torch.arange(4 << 20, dtype=torch.float32)
+    copy = tensor.clone()
+    assert release_file_pages(tensor.data_ptr(), tensor.numel() * 4) == 0  # dropping anonymous pages would zero them
+    assert torch.equal(tensor, copy)
+    assert release_file_pages(4096 + 8, 4000) == 0  # no whole page inside the range

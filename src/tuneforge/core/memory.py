@@ -194,3 +194,56 @@ def _cgroup_room_mb() -> float | None:
         return max(0.0, (int(limit) - current) / 1e6)
     except (OSError, ValueError):
         return None
+
+
+_MADV_DONTNEED = 4  # Linux <sys/mman.h>
+
+
+def file_mappings() -> list[tuple[int, int]]:
+    """The (start, end) address ranges of this process's mappings of regular files (Linux; [] elsewhere).
+
+    A memory-mapped safetensors file is one (private, copy-on-write): transformers' fp32 weights point
+    into it and are read from the file lazily.
+    """
+    ranges = []
+    try:
+        with open("/proc/self/maps") as handle:
+            for line in handle:
+                fields = line.split(maxsplit=5)
+                if len(fields) < 6:
+                    continue
+                path = fields[5].strip()
+                if path.startswith("/") and not path.endswith("(deleted)"):
+                    start, end = (int(part, 16) for part in fields[0].split("-"))
+                    ranges.append((start, end))
+    except (OSError, ValueError):
+        return []
+    return ranges
+
+
+def release_file_pages(address: int, length: int, mappings: list[tuple[int, int]] | None = None) -> int:
+    """Drop from the resident set the whole pages of ``[address, address + length)`` when they lie in one mapping
+    of a file (``file_mappings``; read now when not given); return the bytes released (0: nothing done).
+
+    For the caller whose data that range is and who no longer needs it: a weight read from a mapped
+    safetensors file and since converted (quantized), whose pages would otherwise stay resident, counted
+    in the process's RSS, as long as anything else keeps the file mapped. A later read of the range gets
+    the file's bytes again (pages of a private mapping this process wrote are discarded). Only whole
+    pages inside the range are dropped, so a neighbour sharing its first or last page is untouched;
+    anonymous memory is never touched (dropping it would zero it).
+    """
+    if not sys.platform.startswith("linux") or length <= 0:
+        return 0
+    page = resource.getpagesize()
+    start = -(-address // page) * page  # whole pages inside the range only
+    end = (address + length) // page * page
+    if end <= start:
+        return 0
+    ranges = file_mappings() if mappings is None else mappings
+    if not any(low <= start and end <= high for low, high in ranges):
+        return 0
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0

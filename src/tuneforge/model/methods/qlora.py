@@ -84,8 +84,13 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
         import bitsandbytes as bnb
     except ImportError:
         raise ConfigError([f"method: qlora needs bitsandbytes; install it with {INSTALL}"]) from None
+    from tuneforge.core.memory import file_mappings, release_file_pages
+
     head = model.get_output_embeddings()
     compute_dtype = compute_dtype or torch.float32
+    # fp32 weights point into the mapped safetensors file; once quantized, their pages are let go (else every one
+    # stays resident as long as the file is mapped, for the embeddings: 12.5 vs 10.2 GB peak for a 1.7B model).
+    mappings = file_mappings()
     count = 0
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -100,6 +105,8 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
             if child.bias is not None:
                 layer.bias = nn.Parameter(child.bias.data, requires_grad=False)
             setattr(parent, child_name, layer.to(device))  # moving to a device quantizes the weight
+            if device.type == "cpu":
+                release_file_pages(child.weight.data_ptr(), child.weight.numel() * child.weight.element_size(), mappings)
             count += 1
     model.is_loaded_in_4bit = True  # PEFT picks its Linear4bit LoRA layers by this flag
     model.tuneforge_quantization = {"quant_type": quant_type, "double_quant": double_quant,
