@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 PEER_FRAMEWORKS = ("olive", "trl")
 # The sizes the peers run at by default; why not the others: left_out_text().
-PEER_MODELS = ("smollm2-135m", "smollm2-360m", "qwen2.5-0.5b")
+PEER_MODELS = ("smollm2-135m", "smollm2-360m", "qwen2.5-0.5b", "llama-3.2-1b", "qwen2.5-1.5b", "smollm2-1.7b")
 PEERS = [(framework, model, "lora", 512) for model in PEER_MODELS for framework in PEER_FRAMEWORKS]
 
 
@@ -141,22 +141,15 @@ def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], st
 
 
 def left_out_text(rows: list[dict[str, Any]]) -> str:
-    """Why the peers do not run at the other sizes by default, from what the rows measured here cost."""
+    """What the peers do not run by default and why, with what a peer's row cost against tuneforge's here."""
     ours = {(r["model"], r["method"], r["max_length"]): r for r in rows
             if r.get("framework", "tuneforge") == "tuneforge" and r.get("wall_seconds") and not r.get("memory_limit")}
-    others = [r for (model, _, _), r in ours.items() if model not in PEER_MODELS]
-    cost = ""
-    if others:
-        cost = (f" tuneforge's own rows at those sizes took {min(r['wall_seconds'] for r in others) / 60:.0f}–"
-                f"{max(r['wall_seconds'] for r in others) / 60:.0f} minutes each here")
-        ratios = [r["wall_seconds"] / ours[(r["model"], r["method"], r["max_length"])]["wall_seconds"] for r in rows
-                  if r.get("framework", "tuneforge") != "tuneforge" and r.get("wall_seconds")
-                  and (r["model"], r["method"], r["max_length"]) in ours]
-        if ratios:
-            cost += (f", and a peer's row took {min(ratios):.1f}–{max(ratios):.1f}× the wall time of tuneforge's row "
-                     "of the same key (the rows above), so two peer rows per size would add hours to `make bench`")
-        cost += "."
-    return ("The peers run by default at " + " and ".join(PEER_MODELS) + ", 512 tokens, LoRA only. Left out: "
-            "the 1B-and-up models and the other lengths, for the time they take:" + cost + " Their memory at "
-            "those sizes is not measured. QLoRA is left out: Olive's venv (`make setup-olive`) has its `lora` extra "
-            "only, without bitsandbytes. Any size runs on request: `--only olive:MODEL:lora:LENGTH trl:MODEL:lora:LENGTH`.")
+    ratios = [r["wall_seconds"] / ours[(r["model"], r["method"], r["max_length"])]["wall_seconds"] for r in rows
+              if r.get("framework", "tuneforge") != "tuneforge" and r.get("wall_seconds")
+              and (r["model"], r["method"], r["max_length"]) in ours]
+    cost = (f" (a peer's row took {min(ratios):.1f}–{max(ratios):.1f}× the wall time of tuneforge's row of the same "
+            "key here, and each length would add two such rows per model)") if ratios else ""
+    return ("The peers run by default at every model size (" + ", ".join(PEER_MODELS) + ") at 512 tokens, LoRA only. "
+            "Left out: the other lengths, for the time they take" + cost + ". QLoRA is left out: Olive's venv "
+            "(`make setup-olive`) has its `lora` extra only, without bitsandbytes. Any key runs on request: "
+            "`--only olive:MODEL:lora:LENGTH trl:MODEL:lora:LENGTH`.")
