@@ -247,6 +247,11 @@ def key_of(row: dict[str, Any]) -> str:
     return f"{framework}{row['model']}:{row['method']}:{row['max_length']}{limit}"
 
 
+def gb_of_mib(mib: float) -> float:
+    """A peak RSS as recorded (``ru_maxrss`` / 1024: MiB) in GB of 10⁹ bytes, the planner's and the budgets' unit."""
+    return mib * 2**20 / 1e9
+
+
 def limit_percent(row: dict[str, Any], peak: dict[str, float]) -> float | None:
     """tokens/s × model FLOPs per token against the measured matmul peak of the precision the row computed in."""
     if not row.get("tokens_per_second"):
@@ -264,7 +269,7 @@ def _row_line(row: dict[str, Any], peak: dict[str, float]) -> str:
     return (
         f"| {row['model']} | {row['parameters'] / 1e6:,.0f}M | {row['method']} | {row['max_length']} | {row['batch_size']} | "
         f"{'glibc' if row.get('allocator', 'system') == 'system' else row['allocator']} | {row['tokens_per_second']:,.1f} | "
-        f"{row['seconds_per_step']:,.1f} | {limit_percent(row, peak):.0f} % | {row['peak_rss_mb'] / 1e3:.2f} | "
+        f"{row['seconds_per_step']:,.1f} | {limit_percent(row, peak):.0f} % | {gb_of_mib(row['peak_rss_mb']):.2f} | "
         f"{(row['planned_peak_mb'] or 0) / 1e3:.2f}{'¹' if key_of(row) in PLANNED_BEFORE_FIX and not row.get('commit') else ''} | "
         f"{json.dumps(row['plan_changed']) if row.get('plan_changed') else '—'}"
         f"{' (--memory-limit ' + row['memory_limit'] + ')' if row.get('memory_limit') else ''}"
@@ -290,8 +295,8 @@ def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str
     by_size = sorted((r for r in ok if r["method"] == "lora" and r["max_length"] == 512), key=lambda r: r["parameters"])
     if len(by_size) >= 3:
         billions = [r["parameters"] / 1e9 for r in by_size]
-        a, b = _fit_line(billions, [r["peak_rss_mb"] / 1e3 for r in by_size])
-        worst = max(abs(r["peak_rss_mb"] / 1e3 - (a + b * x)) for r, x in zip(by_size, billions))
+        a, b = _fit_line(billions, [gb_of_mib(r["peak_rss_mb"]) for r in by_size])
+        worst = max(abs(gb_of_mib(r["peak_rss_mb"]) - (a + b * x)) for r, x in zip(by_size, billions))
         slope = _fit_line([math.log(x) for x in billions], [math.log(r["tokens_per_second"]) for r in by_size])[1]
         fractions = ", ".join(f"{r['model']} {limit_percent(r, peak) or 0:.0f} %" for r in by_size)
         lines += [
@@ -306,7 +311,7 @@ def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str
         if len(lengths) < 3:
             continue
         first, last = lengths[0], lengths[-1]
-        cells = ", ".join(f"{r['max_length']:,}: {r['tokens_per_second']:,.0f} tokens/s, {r['peak_rss_mb'] / 1e3:.2f} GB"
+        cells = ", ".join(f"{r['max_length']:,}: {r['tokens_per_second']:,.0f} tokens/s, {gb_of_mib(r['peak_rss_mb']):.2f} GB"
                           for r in lengths)
         flops_growth = (flops_per_token(model, "lora", last["max_length"], last.get("trainable") or 0)
                         / flops_per_token(model, "lora", first["max_length"], first.get("trainable") or 0))
@@ -337,7 +342,7 @@ def write_markdown(report: dict[str, Any]) -> None:
         f"Work: {STEPS} optimizer steps of batch × max_length tokens (at least {TOKENS_PER_STEP:,}; rows filled to max_length), "
         "LoRA r16 on all linear layers (qlora: the same on an NF4 base), the default settings otherwise; the first step "
         "is a warm-up. *Planned* is the memory planner's estimate of a step's peak (train/memory_plan.py) beside the "
-        "measured peak RSS; *limit %* is tokens/s × model FLOPs per token (PaLM convention: 4 per frozen weight, 6 per "
+        "measured peak RSS (the kernel's high-water mark, in GB of 10⁹ bytes like the plan); *limit %* is tokens/s × model FLOPs per token (PaLM convention: 4 per frozen weight, 6 per "
         "trainable one, 12·layers·hidden·length for attention) against the measured matmul peak of the precision used.", "",
         "| model | params | method | max_length | batch | malloc | tokens/s | s/step | limit % | peak RSS GB | planned GB | "
         "plan changed | load | stolen |",

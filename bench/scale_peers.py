@@ -94,8 +94,9 @@ def peer_row(framework: str, measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _gb(mb: float | None) -> str:
-    return f"{mb / 1e3:.2f}" if mb else "—"
+def _gb(mib: float | None) -> str:
+    """A peak RSS as recorded (``ru_maxrss`` / 1024: MiB) in GB of 10⁹ bytes."""
+    return f"{mib * 2**20 / 1e9:.2f}" if mib else "—"
 
 
 def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], str]) -> list[str]:

@@ -111,7 +111,7 @@ def speed_section(report: dict[str, Any]) -> str:
         f"{flops['full'] / 1e6:.0f} MFLOP, so the physical limit for LoRA is {limits}. MFU is taken against the peak "
         "of the format each run computed in.",
         "",
-        "| configuration | computes in | allocator | real tokens/s | label tokens/s | median step (s) | peak RSS (MB) | held-out loss | MFU | CPU stolen |",
+        "| configuration | computes in | allocator | real tokens/s | label tokens/s | median step (s) | peak RSS (MiB) | held-out loss | MFU | CPU stolen |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():

@@ -31,13 +31,12 @@ def current_memory_mb() -> float:
 
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far, in MB; on a GPU, the peak GPU memory allocated."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+    torch = sys.modules.get("torch")  # not imported: this process has no GPU memory (and importing it costs 200 MB)
+    if torch is not None and torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return round(torch.cuda.max_memory_allocated() / 1e6, 1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
     # A PeakMemory span resets the kernel's mark, which ru_maxrss reads: keep what was seen before.
-    return round(max(peak / 1e6 if sys.platform == "darwin" else peak / 1e3, _peak_before_resets_mb), 1)
+    return round(max(peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6, _peak_before_resets_mb), 1)
 
 
 def _high_water_mb() -> float | None:

@@ -63,11 +63,13 @@ FUSED_MLP_SAVING = 1.1
 # what TCMALLOC_ACTIVATION_FACTOR below was measured with, so it is not counted again here.
 RECIPE_SAVING = 0.0
 # Under tcmalloc (core/allocator.py: the `tuneforge` command trains under it when installed) freed activations are
-# reused across differently shaped passes instead of growing glibc's heap: a step's activation peak measured 0.38-0.44
-# of this model's glibc-fitted figure (bench/results/scale.json, malloc tcmalloc: SmolLM2-135M, Llama-3.2-1B,
-# Qwen2.5-0.5B and -1.5B shapes at 512 tokens, SmolLM2-1.7B at 1,024; glibc 0.67-1.0 on the same shapes). Planned with a margin
-# over the highest.
-TCMALLOC_ACTIVATION_FACTOR = 0.5
+# reused across differently shaped passes instead of growing glibc's heap. In one quiet run of bench/scale_bench.py
+# (bench/results/scale.json, peaks read in bytes) a step's activations peaked at 0.42-0.52 of this model's
+# glibc-fitted figure with the fused LoRA MLP (SmolLM2-135M/360M/1.7B, Qwen2.5-0.5B/1.5B, Llama-3.2-1B shapes,
+# 128-2,048 tokens; the largest at 1.7B) and at 0.58-0.70 without it (QLoRA's 4-bit layers keep PEFT's MLP: SmolLM2-135M,
+# Qwen2.5-0.5B, SmolLM2-1.7B). Planned with a margin over the highest of each; glibc measured 0.67-1.0.
+TCMALLOC_ACTIVATION_FACTOR = 0.55
+TCMALLOC_UNFUSED_ACTIVATION_FACTOR = 0.75
 FULL_FACTOR = 0.87
 # Outside the layers (embeddings, final norm, hidden-state gradients) per token: this many × hidden.
 OUTSIDE_HIDDEN_FACTOR = 10.3
@@ -282,9 +284,12 @@ def estimate_step_memory(shape: ModelShape, *, weights_mb: float, trainable: int
     )
 
 
-def allocator_activation_factor(allocator: str) -> float:
-    """How much of the glibc-fitted activation estimate a step under ``allocator`` (``loaded_allocator()``) peaks at."""
-    return TCMALLOC_ACTIVATION_FACTOR if allocator == "tcmalloc" else 1.0
+def allocator_activation_factor(allocator: str, fused_mlp: bool = True) -> float:
+    """How much of the glibc-fitted activation estimate a step under ``allocator`` (``loaded_allocator()``) peaks at;
+    ``fused_mlp``: whether the model's MLPs are the fused LoRA MLP (model/fast_mlp.py)."""
+    if allocator != "tcmalloc":
+        return 1.0
+    return TCMALLOC_ACTIVATION_FACTOR if fused_mlp else TCMALLOC_UNFUSED_ACTIVATION_FACTOR
 
 
 def tokens_per_pass(micro_batch_tokens: int | None, batch_size: int, longest_example: int) -> int:
@@ -431,14 +436,15 @@ def fit_memory(model: Any, config: FineTuningConfig, model_dir: Path, train_set:
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / MB
     resident = max(current_memory_mb(), weights_mb + RUNTIME_MB)
     allocator = loaded_allocator()  # tcmalloc keeps a step's activations lower than glibc (TCMALLOC_ACTIVATION_FACTOR)
+    fused = fused_mlp_count(model) > 0
     plan = plan_memory(ModelShape.from_model_dir(model_dir, config.trust_remote_code), resident_mb=resident,
                        trainable=trainable, full=not method.freezes_base,
                        activation_dtype_bytes=2 if precision == "bf16" else 4, batch_size=config.batch_size,
                        longest_example=_longest(train_set), micro_batch_tokens=config.micro_batch_tokens,
                        gradient_checkpointing=config.gradient_checkpointing, memory_limit=config.memory_limit,
-                       fused_mlp=fused_mlp_count(model) > 0, sharding=Sharding.of_run(config), weights_mb=weights_mb,
+                       fused_mlp=fused, sharding=Sharding.of_run(config), weights_mb=weights_mb,
                        recipe_tensors=recipe_tensors_of_run(config, not method.freezes_base, precision),
-                       activation_factor=allocator_activation_factor(allocator))
+                       activation_factor=allocator_activation_factor(allocator, fused))
     notify("memory.planned" if plan.fits else "memory.warning", **plan.to_dict(), allocator=allocator,
            message=plan.message)
     if not plan.changed:

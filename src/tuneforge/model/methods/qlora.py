@@ -89,7 +89,8 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
     head = model.get_output_embeddings()
     compute_dtype = compute_dtype or torch.float32
     # fp32 weights point into the mapped safetensors file; once quantized, their pages are let go (else every one
-    # stays resident as long as the file is mapped, for the embeddings: 12.5 vs 10.2 GB peak for a 1.7B model).
+    # stays resident as long as the file is mapped, for the embeddings: a SmolLM2-1.7B-shaped QLoRA step peaked at
+    # 13.1 GB, above LoRA's 10.7; 6.7 GB with them let go, bench/results/scale.json).
     mappings = file_mappings()
     count = 0
     for parent in list(model.modules()):
