@@ -87,9 +87,9 @@ $(OLIVE_STAMP): Makefile
 
 # Training speed against TRL and Olive on the same work (bench/speed_bench.py; its bf16 configurations are skipped, with
 # the reason, on a CPU without native bf16, where they would take hours), then the scale table: every model size and
-# length of its grid with Olive's and TRL's rows beside tuneforge's at SmolLM2-135M/360M (bench/scale_bench.py), then
-# BENCHMARKS.md. On 2 shared CPU cores: about an hour for the speed bench and 2-3 hours for the scale bench (the
-# 1B-and-up rows take about 15 minutes each).
+# length of its grid, QLoRA beside LoRA, with Olive's and TRL's rows beside tuneforge's at every model size
+# (bench/scale_bench.py, one run), then BENCHMARKS.md. On 2 quiet CPU cores: about an hour for the speed bench and
+# 52 minutes for the scale bench (measured 2026-12-02: its 1B-and-up rows 2-3 minutes each, a peer's up to 5).
 bench: setup setup-olive allocator
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/speed_bench.py

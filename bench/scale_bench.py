@@ -357,6 +357,13 @@ def write_markdown(report: dict[str, Any]) -> None:
     if any(not r.get("commit") for r in ours):
         notes.append("² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width "
                      "activations per token and layer fewer: these rows' peaks are higher than the current code's.")
+    commits = sorted({r["commit"] for r in ours if r.get("commit")}, key=lambda c: min(
+        i for i, r in enumerate(report["rows"]) if r.get("commit") == c))
+    if len(commits) > 1:  # rows re-measured with --only after the grid's run
+        first = max(commits, key=lambda c: sum(r.get("commit") == c for r in report["rows"]))
+        notes.append("Re-measured after the grid's run (commit " + first + "): " + "; ".join(
+            f"at {c}: " + ", ".join(key_of(r) for r in report["rows"] if r.get("commit") == c)
+            for c in commits if c != first) + ".")
     lines += ["", " ".join(notes), "", *growth_lines(report["rows"], peak)]
     peers = peer_lines(report["rows"], key_of)
     lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']}."]
