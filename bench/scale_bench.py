@@ -31,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
-from scale_peers import PEERS, parse_key, peer_key, peer_lines, peer_row, skip_reason, train_peer  # noqa: E402
+from scale_peers import PEERS, gb_of_mib, parse_key, peer_key, peer_lines, peer_row, skip_reason, train_peer  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 MODELS_HOME = Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge") / "scale-models"
 
@@ -247,11 +248,6 @@ def key_of(row: dict[str, Any]) -> str:
     return f"{framework}{row['model']}:{row['method']}:{row['max_length']}{limit}"
 
 
-def gb_of_mib(mib: float) -> float:
-    """A peak RSS as recorded (``ru_maxrss`` / 1024: MiB) in GB of 10⁹ bytes, the planner's and the budgets' unit."""
-    return mib * 2**20 / 1e9
-
-
 def limit_percent(row: dict[str, Any], peak: dict[str, float]) -> float | None:
     """tokens/s × model FLOPs per token against the measured matmul peak of the precision the row computed in."""
     if not row.get("tokens_per_second"):
@@ -357,13 +353,12 @@ def write_markdown(report: dict[str, Any]) -> None:
     if any(not r.get("commit") for r in ours):
         notes.append("² Measured before the fused LoRA MLP (commit f0a57ed), which keeps two intermediate-width "
                      "activations per token and layer fewer: these rows' peaks are higher than the current code's.")
-    commits = sorted({r["commit"] for r in ours if r.get("commit")}, key=lambda c: min(
-        i for i, r in enumerate(report["rows"]) if r.get("commit") == c))
-    if len(commits) > 1:  # rows re-measured with --only after the grid's run
-        first = max(commits, key=lambda c: sum(r.get("commit") == c for r in report["rows"]))
-        notes.append("Re-measured after the grid's run (commit " + first + "): " + "; ".join(
+    commits = Counter(r["commit"] for r in ours if r.get("commit"))
+    if len(commits) > 1:  # rows re-measured with --only after the grid's run (whose commit most rows have)
+        grid = commits.most_common(1)[0][0]
+        notes.append("Re-measured after the grid's run (commit " + grid + "): " + "; ".join(
             f"at {c}: " + ", ".join(key_of(r) for r in report["rows"] if r.get("commit") == c)
-            for c in commits if c != first) + ".")
+            for c in commits if c != grid) + ".")
     lines += ["", " ".join(notes), "", *growth_lines(report["rows"], peak)]
     peers = peer_lines(report["rows"], key_of)
     lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']}."]

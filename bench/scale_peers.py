@@ -94,9 +94,13 @@ def peer_row(framework: str, measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def gb_of_mib(mib: float) -> float:
+    """A peak RSS as recorded (``ru_maxrss`` / 1024: MiB) in GB of 10⁹ bytes, the planner's and the budgets' unit."""
+    return mib * 2**20 / 1e9
+
+
 def _gb(mib: float | None) -> str:
-    """A peak RSS as recorded (``ru_maxrss`` / 1024: MiB) in GB of 10⁹ bytes."""
-    return f"{mib * 2**20 / 1e9:.2f}" if mib else "—"
+    return f"{gb_of_mib(mib):.2f}" if mib else "—"
 
 
 def peer_lines(rows: list[dict[str, Any]], key_of: Callable[[dict[str, Any]], str]) -> list[str]:

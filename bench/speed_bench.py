@@ -396,7 +396,7 @@ def bf16_skip_reason(config: dict[str, Any], native_bf16: bool, asked: bool, pea
 
 
 def run_peer_twice(name: str) -> dict[str, Any]:
-    """Olive's peak RSS moved between runs of the same configuration (3.8 and 8.2 GB, 2026-12-01): run it twice
+    """Olive's peak RSS moved between runs of the same configuration (3,828 and 7,846 MiB, 2026-12-01): run it twice
     and keep the run with the lower peak (the figure least favourable to tuneforge), both peaks recorded."""
     runs = [run_worker(name) for _ in range(2)]
     done = [run for run in runs if "peak_rss_mb" in run]

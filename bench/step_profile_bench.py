@@ -246,11 +246,9 @@ def main() -> None:
         return
     import subprocess
 
-    from tuneforge.core.allocator import REEXEC_MARK, allocator_environment, loaded_allocator
+    from tuneforge.core.allocator import loaded_allocator, restart_under_allocator
 
-    extra = allocator_environment()
-    if extra and not os.environ.get(REEXEC_MARK) and loaded_allocator() == "system":
-        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **extra})
+    restart_under_allocator([sys.executable, __file__, *sys.argv[1:]])
     report = {"machine": machine(), "allocator": loaded_allocator(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_average": os.getloadavg()[0], "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32")}}
     try:

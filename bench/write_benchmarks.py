@@ -162,7 +162,7 @@ def olive_lines(results: dict[str, Any]) -> list[str]:
             "and its held-out loss (scored on the answers, like every row) is not from the same objective. Its step "
             "clock is the harness's, hooked into Olive's transformers.Trainer; peak RSS is that of Olive's process"
             + (f" (each configuration ran twice: its peak moved between runs, "
-               f"{' and '.join(f'{mb / 1e3:.1f}' for mb in first['peak_rss_mb_runs'])} GB; the lower is shown)"
+               f"{' and '.join(f'{mib:,.0f}' for mib in first['peak_rss_mb_runs'])} MiB; the lower is shown)"
                if first.get("peak_rss_mb_runs") else "")
             + f". The command: `{first.get('olive_command', '')}`.", ""]
 

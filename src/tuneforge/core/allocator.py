@@ -86,10 +86,20 @@ def allocator_environment(environ: dict[str, str] | os._Environ = os.environ) ->
 def reexec_with_allocator(argv: list[str], command: str | None) -> None:
     """Replace this process by the same command under the chosen allocator, when it trains and does not run with it.
 
-    Returns (doing nothing) when the command does not train, the allocator is already loaded, this process is
-    already the re-executed one, or no library is chosen. ``argv`` is the command line after the program name.
+    Returns (doing nothing) when the command does not train, or as ``restart_under_allocator`` does.
+    ``argv`` is the command line after the program name.
     """
-    if command not in TRAINING_COMMANDS or os.environ.get(REEXEC_MARK) or loaded_allocator() != "system":
+    if command in TRAINING_COMMANDS:
+        restart_under_allocator([sys.executable, "-m", "tuneforge.cli.main", *argv])
+
+
+def restart_under_allocator(command_line: list[str]) -> None:
+    """Replace this process by ``command_line`` (an interpreter and its arguments) under the chosen allocator.
+
+    Returns (doing nothing) when the allocator is already loaded, this process is already the re-executed one,
+    no library is chosen (a misnamed ``TUNEFORGE_ALLOCATOR`` is reported on stderr), or the exec fails.
+    """
+    if os.environ.get(REEXEC_MARK) or loaded_allocator() != "system":
         return
     extra = allocator_environment()
     if not extra:
@@ -97,8 +107,8 @@ def reexec_with_allocator(argv: list[str], command: str | None) -> None:
         return
     sys.stdout.flush(), sys.stderr.flush()
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "tuneforge.cli.main", *argv], {**os.environ, **extra})
-    except OSError:  # the interpreter could not be started again: train in this process, with the system's malloc
+        os.execve(command_line[0], command_line, {**os.environ, **extra})
+    except OSError:  # the interpreter could not be started again: go on in this process, with the system's malloc
         return
 
 
@@ -110,4 +120,4 @@ def _warn_if_misnamed(choice: str) -> None:
 
 
 __all__ = ["ALLOCATOR_ENV", "allocator_environment", "find_shared_library", "find_tcmalloc", "loaded_allocator", "preload_library",
-           "reexec_with_allocator"]
+           "reexec_with_allocator", "restart_under_allocator"]

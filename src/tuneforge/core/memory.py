@@ -7,6 +7,7 @@ of code (an evaluation, say), which the lifetime peak cannot tell once training 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import resource
@@ -241,8 +242,14 @@ def release_file_pages(address: int, length: int, mappings: list[tuple[int, int]
     ranges = file_mappings() if mappings is None else mappings
     if not any(low <= start and end <= high for low, high in ranges):
         return 0
+    return end - start if _madvise()(start, end - start, _MADV_DONTNEED) == 0 else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise() -> Any:
+    """libc's ``madvise``, typed (looked up once: a quantized model calls it once a layer)."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
