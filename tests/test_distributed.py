@@ -97,7 +97,8 @@ def test_shares_divided_by_the_global_tokens_sum_to_the_whole_groups_gradient(ti
 RUN = dict(epochs=3, batch_size=4, max_length=128, max_new_tokens=8, evaluate_base=False, test_split=0.0,
            validation_split=0.1, gradient_accumulation_steps=2, learning_rate=5e-3, saving_strategy="steps",
            save_steps=3, save_total_limit=2, evaluation_strategy="steps", eval_steps=4, seed=11, final_weights="last",
-           estimate_steps=0, baselines=False, forgetting_check=False)
+           estimate_steps=0, baselines=False, forgetting_check=False,
+           precision="fp32")  # the arithmetic of N processes vs one; auto would be bf16 on AVX512-BF16/AMX CPUs
 TOTAL_STEPS = 15  # 36 training rows / batch 4 = 9 batches -> 5 steps per epoch, 3 epochs
 
 

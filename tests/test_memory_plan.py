@@ -205,7 +205,8 @@ def test_a_run_shrinks_its_passes_to_a_tight_limit_and_says_so(tiny_model_dir, t
     monkeypatch.setattr(core_memory, "current_memory_mb", lambda: 1000.0)
     config = FineTuningConfig(**{**FAST, "data": str(write_dataset()), "model": str(tiny_model_dir),
                                  "output": str(tmp_path / "run"), "memory_limit": "1.0115GB", "max_steps": 2,
-                                 "batch_size": 8, "micro_batch_tokens": 4096})
+                                 "batch_size": 8, "micro_batch_tokens": 4096,
+                                 "precision": "fp32"})  # the budget is set for fp32 (auto is bf16 on bf16 CPUs)
     result = FineTuningPipeline(config, handle_signals=False).train()
     planned = [e for e in read_events(result.run_dir) if e["type"] in ("memory.planned", "memory.warning")]
     assert [e["type"] for e in planned] == ["memory.planned"]

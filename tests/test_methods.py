@@ -154,6 +154,25 @@ def test_qlora_just_in_time_dequantization_equals_bitsandbytes(tiny_model_dir, t
     torch.testing.assert_close(grad_ours, grad_theirs, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(not _has_bnb(), reason="qlora needs bitsandbytes (the qlora extra)")
+def test_qlora_weights_keep_their_format_through_an_evaluation_forward(tiny_model_dir):
+    """On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight in place on its first forward without gradients
+    (another layout and scale format; for this 32-wide model it raised). The weights must stay as quantized, so the
+    just-in-time dequantization (training) and the saved quantization settings keep meaning what they say."""
+    import bitsandbytes as bnb
+
+    _, model, _ = _trainable("qlora", tiny_model_dir, lora_r=4)
+    layer = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    stored, scales = layer.weight.data.clone(), layer.weight.quant_state.absmax.clone()
+    x = torch.randn(2, 3, layer.in_features)
+    model.eval()
+    with torch.no_grad():
+        evaluated = layer._bnb_forward(x)  # bitsandbytes' own forward, where the repacking would happen
+    assert torch.equal(layer.weight.data, stored) and torch.equal(layer.weight.quant_state.absmax, scales)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    torch.testing.assert_close(layer(x), evaluated, rtol=0, atol=0)
+
+
 # ----- dora and the fused LoRA path --------------------------------------------------------------
 
 def test_the_fused_lora_path_steps_aside_for_dora_and_results_equal_peft(tiny_model_dir, tiny_tokenizer):

@@ -101,6 +101,10 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, compress_statistics=double_quant,
                                       quant_type=quant_type, device="meta")
+            # On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight in place the first time it runs without
+            # gradients (evaluation): another layout and block-scale format, which the just-in-time dequantization
+            # below cannot read, and which needs in_features divisible by 64. One format throughout instead.
+            layer.support_avx512bf16_for_cpu = False
             layer.weight = bnb.nn.Params4bit(child.weight.data.contiguous(), requires_grad=False,
                                              compress_statistics=double_quant, quant_type=quant_type, module=layer)
             if child.bias is not None:
