@@ -61,13 +61,29 @@ def cpu_model() -> str:
     return "unknown"
 
 
+ISA_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_isa(cpuinfo: str | None = None) -> str:
+    """The widest matrix instructions the CPU reports ("AMX-BF16", "AVX512-BF16", "AVX-512", "AVX2" or "none"): CPUs of
+    one model name differ (an AMD EPYC here was AVX2-only one day, AVX512-BF16 another), and the limits with them.
+    ``cpuinfo``: the text of /proc/cpuinfo (read when not given)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    except OSError:
+        return "none"
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    present = set(flags.split(":", 1)[-1].split())
+    return next((label for flag, label in ISA_FLAGS if flag in present), "none")
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     cpu = cpu_model()
     from tuneforge.model.precision import cpu_has_native_bf16
 
-    info = {"load_average_at_start": round(os.getloadavg()[0], 2), "cpu": cpu, "native_bf16": torch.cuda.is_available() or cpu_has_native_bf16(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    info = {"load_average_at_start": round(os.getloadavg()[0], 2), "cpu": cpu, "cpu_isa": cpu_isa(), "native_bf16": torch.cuda.is_available() or cpu_has_native_bf16(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

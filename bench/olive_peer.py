@@ -60,7 +60,8 @@ def skip_reason(venv: Path = OLIVE_VENV) -> str | None:
 def finetune_args(config: dict[str, Any], model: Path, data_file: Path, output: Path, max_length: int) -> list[str]:
     """The ``olive`` command line (after ``olive``) that trains the speed work as closely as Olive allows.
 
-    ``config``: ``batch_size``; optional ``gradient_checkpointing`` (Olive's default: on), ``text_field`` (rows of
+    ``config``: ``batch_size``; optional ``torch_dtype`` (Olive's ``--torch_dtype``: float32 unless given),
+    ``gradient_checkpointing`` (Olive's default: on), ``text_field`` (rows of
     plain text in that field instead of chat-templated ``messages``), ``max_samples`` (packed rows; default no cap)
     and ``max_steps`` (optimizer steps; default one epoch).
     """
@@ -68,7 +69,7 @@ def finetune_args(config: dict[str, Any], model: Path, data_file: Path, output: 
     args = [
         "finetune", "-m", str(model), "-o", str(output), "--method", "lora",
         "--lora_r", "16", "--lora_alpha", "32", "--target_modules", ",".join(TARGET_MODULES),
-        "--torch_dtype", "float32",
+        "--torch_dtype", config.get("torch_dtype", "float32"),
         "-d", "json", "--data_files", str(data_file), "--train_split", "train", *text,
         # Olive's default is 256 packed rows: no cap unless the caller asks for one
         "--max_seq_len", str(max_length), "--max_samples", str(config.get("max_samples", 100000)),
@@ -122,7 +123,8 @@ def train_with_olive(config: dict[str, Any], model: Path, rows: list[dict[str, A
     lines = [line for line in done.stdout.splitlines() if line.startswith('{"olive"')]
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr or done.stdout)[-2000:]}
-    return {**json.loads(lines[-1]), "peak_rss_mb": peak_rss_mb, "wall_seconds": wall, "precision": "fp32",
+    return {**json.loads(lines[-1]), "peak_rss_mb": peak_rss_mb, "wall_seconds": wall,
+            "precision": "bf16" if config.get("torch_dtype") == "bfloat16" else "fp32",
             "timing": "harness step clock hooked into Olive's transformers.Trainer (first step left out)",
             "olive_command": shown_command(command, model, work, model_label)}
 

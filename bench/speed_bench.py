@@ -99,6 +99,8 @@ CONFIGS: dict[str, dict[str, Any]] = {  # in the order they run: the headline co
     # Microsoft Olive 0.13 `olive finetune --torch_dtype float32` (bench/olive_peer.py): Olive's defaults for what the
     # work does not fix (gradient checkpointing on, LoRA dropout 0.05), then without checkpointing, then also dropout 0.
     "olive-fp32": {"framework": "olive", "batch_size": 8},
+    # Olive with the base in bf16 (`--torch_dtype bfloat16`), for CPUs that multiply bf16 natively (skipped elsewhere).
+    "olive-bf16": {"framework": "olive", "batch_size": 8, "torch_dtype": "bfloat16"},
     "olive-fp32-no-checkpointing": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False},
     "olive-fp32-no-checkpointing-dropout0": {"framework": "olive", "batch_size": 8, "gradient_checkpointing": False,
                                              "lora_dropout": 0.0},
@@ -378,7 +380,7 @@ def flops_per_token(method: str, config_path: Path, lengths: list[int], lora_par
 def config_precision(config: dict[str, Any]) -> str:
     """The format a configuration asks to compute in: ``bf16`` (TRL's ``bf16: True``, tuneforge's ``precision: bf16``),
     else what it runs by default (``auto`` for tuneforge: bf16 only where the hardware has it, so never emulated)."""
-    if config.get("bf16") or config.get("precision") == "bf16":
+    if config.get("bf16") or config.get("precision") == "bf16" or config.get("torch_dtype") == "bfloat16":
         return "bf16"
     return config.get("precision", "auto" if config["framework"] == "tuneforge" else "fp32")
 

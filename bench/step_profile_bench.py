@@ -1,6 +1,7 @@
 """Where a training step's time goes: the default LoRA path on the speed work, its matrix multiplies timed alone.
 
-    python bench/step_profile_bench.py            # writes bench/results/step_profile.json and .md
+    python bench/step_profile_bench.py                    # writes bench/results/step_profile.json and .md
+    python bench/step_profile_bench.py --precision bf16   # on a bf16 CPU: step_profile-bf16.json and .md
 
 The speed issue asks for 85 % of this CPU's fp32 matmul limit. This trains the speed bench's own work
 (bench/speed_bench.py: SmolLM2-135M-Instruct, LoRA r16 on every linear layer, batch 8, the default
@@ -42,6 +43,7 @@ RESULTS = ROOT / "bench" / "results"
 TIMED_STEPS = int(os.environ.get("TIMED_STEPS", "4"))
 REPLAYS = 3
 MATMULS = ("mm", "addmm", "bmm", "baddbmm")
+GOALS = {"fp32": 85, "bf16": 40}  # the scale issue's speed goals: % of the format's matmul limit
 
 
 def category(name: str) -> str:
@@ -120,8 +122,9 @@ def replay_seconds(matmuls: list[tuple[str, list[tuple[Any, Any, Any]], dict[str
     return best
 
 
-def profile_steps() -> dict[str, Any]:
-    """Train the speed work's first rows: time steps 2..1+TIMED_STEPS, record the step after them."""
+def profile_steps(precision: str) -> dict[str, Any]:
+    """Train the speed work's first rows in ``precision`` (resolved: fp32 or bf16): time steps 2..1+TIMED_STEPS,
+    record the step after them."""
     import torch
 
     import tuneforge.train.accumulation as accumulation
@@ -154,7 +157,7 @@ def profile_steps() -> dict[str, Any]:
     rows = read_rows(range(0, 8 * (record_step + 1)))
     # The speed bench's own tuneforge configuration (batch 8, its default path), cut to the profiled steps.
     output = Path(os.environ.get("TMPDIR", "/tmp")) / f"tf-step-profile-{os.getpid()}"
-    settings = tuneforge_settings(CONFIGS["tuneforge-b8"], output, max_steps=record_step, baselines=False,
+    settings = tuneforge_settings(CONFIGS["tuneforge-b8"], output, max_steps=record_step, baselines=False, precision=precision,
                                   forgetting_check=False, estimate_steps=0, validation_split=0.0, test_split=0.0)
     FineTuningPipeline(settings, on_event=on_event, handle_signals=False).train(
         TrainingData(examples=[TrainingExample(messages=row["messages"]) for row in rows]))
@@ -194,25 +197,33 @@ def breakdown_lines(result: dict[str, Any], step: float) -> list[str]:
     return lines + [""]
 
 
+def results_name(precision: str) -> str:
+    """``step_profile`` for fp32 (the AVX2 machines' only format), ``step_profile-bf16`` for bf16."""
+    return "step_profile" if precision == "fp32" else f"step_profile-{precision}"
+
+
 def write(report: dict[str, Any]) -> None:
-    result, peak = report["profile"], report["matmul_peak_gflops"]["fp32"]
+    precision = report.get("precision", "fp32")
+    result, peak = report["profile"], report["matmul_peak_gflops"][precision]
     step = result["seconds_per_token"] * result["recorded_step_tokens"]  # the recorded step at the timed steps' pace
     matmul = result["matmul_replay_seconds"]
     rate = result["matmul_flops"] / matmul / 1e9
     outside = max(0.0, step - matmul)
     counts = result["op_counts"]
     lines = [
-        "## Where a training step's time goes (the speed work, default LoRA path)",
+        "## Where a training step's time goes (the speed work, default LoRA path"
+        + (")" if precision == "fp32" else f", {precision})"),
         "",
-        "Reproduce: `.venv/bin/python bench/step_profile_bench.py` (the steps timed as they run; one more step recorded "
+        f"Reproduce: `.venv/bin/python bench/step_profile_bench.py --precision {precision}` (the steps timed as they run; one more step recorded "
         "op by op under a `TorchDispatchMode`; its matrix multiplies replayed alone on operands of the same shapes and "
         "strides; calls of one layout share their operands, which may sit in cache better than the step's own, so the "
         "replayed rate is an upper bound).",
         "",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {result['threads']} threads, "
+        f"Machine: {report['machine']['cpu']}" + (f" ({report['machine']['cpu_isa']})" if report['machine'].get('cpu_isa') else "")
+        + f", {report['machine']['cores']} cores, {result['threads']} threads, "
         f"torch {report['machine']['torch']}; measured {report['date']}, load average {report['load_average']:.2f} when "
         f"it started (commit {report.get('commit') or '?'}), allocator {report.get('allocator', 'system').replace('system', 'glibc')}. Work: SmolLM2-135M-Instruct, LoRA r16 on every linear "
-        f"layer, batch 8, the speed bench's rows; {len(result['timed_steps'])} timed steps at "
+        f"layer, batch 8, the speed bench's rows, computed in {precision}; {len(result['timed_steps'])} timed steps at "
         f"{1 / result['seconds_per_token']:.0f} real tokens/s (median), the recorded step {result['recorded_step_tokens']:,} "
         "tokens.",
         "",
@@ -227,22 +238,33 @@ def write(report: dict[str, Any]) -> None:
         "Operators the recorded step called (forward and backward): "
         + ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items(), key=lambda kv: -kv[1])) + ".",
         "",
-        f"This CPU's fp32 matmul peak, measured at the start: {peak:.0f} GFLOP/s ([4096×576]·[576×1536]). The step's "
+        f"This CPU's {precision} matmul peak, measured at the start: {peak:.0f} GFLOP/s ([4096×576]·[576×1536]). The step's "
         f"own matrix multiplies run at {100 * rate / peak:.0f} % of it (thinner shapes than the peak's: LoRA's rank-16 "
         f"products, the logits chunks) and fill {100 * matmul / step:.0f} % of the step, so by its matrix multiplies' "
         f"FLOPs the step runs at {100 * matmul / step * rate / peak:.0f} % of the peak. The other "
         f"{100 * outside / step:.0f} % (attention kernels, norms, SiLU, the loss, copies, and Python and autograd for "
-        f"every op above) is what stands between the step and the 85 % goal: at the multiplies' own {100 * rate / peak:.0f} %-of-peak rate, "
-        "the goal leaves almost no time for anything else.",
+        f"every op above) is what stands between the step and the {GOALS[precision]} % goal"
+        + (f": at the multiplies' own {100 * rate / peak:.0f} %-of-peak rate, the goal leaves almost no time for "
+           "anything else." if GOALS[precision] > 50 else "."),
     ]
-    (RESULTS / "step_profile.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{results_name(precision)}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     from bench_common import machine, matmul_peak_gflops
 
-    if "--render" in sys.argv:
-        write(json.loads((RESULTS / "step_profile.json").read_text()))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="the format the step computes in (auto: bf16 where the CPU has AMX/AVX512-BF16); default fp32")
+    parser.add_argument("--render", action="store_true", help="rewrite the .md from the saved .json only")
+    args = parser.parse_args()
+    from tuneforge.model.precision import resolve_precision
+
+    precision = resolve_precision(args.precision, "cpu")
+    if args.render:
+        write(json.loads((RESULTS / f"{results_name(precision)}.json").read_text()))
         return
     import subprocess
 
@@ -250,17 +272,18 @@ def main() -> None:
 
     restart_under_allocator([sys.executable, __file__, *sys.argv[1:]])
     report = {"machine": machine(), "allocator": loaded_allocator(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "load_average": os.getloadavg()[0], "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32")}}
+              "load_average": os.getloadavg()[0], "precision": precision,
+              "matmul_peak_gflops": {precision: matmul_peak_gflops(precision)}}
     try:
         report["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                           text=True).stdout.strip() or None
     except OSError:
         report["commit"] = None
-    report["profile"] = profile_steps()
+    report["profile"] = profile_steps(precision)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "step_profile.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"{results_name(precision)}.json").write_text(json.dumps(report, indent=1) + "\n")
     write(report)
-    print((RESULTS / "step_profile.md").read_text())
+    print((RESULTS / f"{results_name(precision)}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_bf16_configs_are_skipped_without_native_bf16_unless_asked(name: str) ->
 def test_only_bf16_configs_are_skipped() -> None:
     skipped = {name for name, config in speed_bench.CONFIGS.items()
                if speed_bench.bf16_skip_reason(config, native_bf16=False, asked=False, peaks=PEAKS)}
-    assert skipped == {"trl-bf16", "trl-defaults"}  # tuneforge's `auto` falls back to fp32 there: it runs
+    assert skipped == {"trl-bf16", "trl-defaults", "olive-bf16"}  # tuneforge's `auto` falls back to fp32 there: it runs
     forced = {"framework": "tuneforge", "batch_size": 8, "precision": "bf16"}
     assert speed_bench.bf16_skip_reason(forced, native_bf16=False, asked=False, peaks=PEAKS)
 
@@ -45,6 +45,8 @@ def test_benchmarks_show_the_bf16_skip_reason() -> None:
               "work": {"rows": 64, "real_tokens": 1000}, "results": {"trl-bf16": {"skipped": reason}}}
     row = next(line for line in speed_section(report).splitlines() if line.startswith("| TRL SFTTrainer, bf16"))
     assert f"skipped: {reason}" in row
+    report["machine"]["cpu_isa"] = "AVX2"  # recorded since 2026-12-02: the heading tells CPUs of one name apart
+    assert speed_section(report).splitlines()[0].endswith("(x, AVX2)")
 
 
 @pytest.mark.parametrize("key, parsed", [
@@ -118,3 +120,17 @@ def test_scale_table_keeps_peer_rows_out_of_tuneforge_table(tmp_path: Path, monk
     main_table = text.split("### Beside")[0]
     assert "| smollm2-135m | 139M | lora | 512 | 2 | glibc | 20.0 |" in main_table and "olive" not in main_table.split("| --- |")[-1]
     assert [row.get("framework", "") for row in report["rows"]] == ["", "olive", "trl"]
+
+
+def test_the_cpu_isa_names_the_widest_matrix_instructions() -> None:
+    from bench_common import cpu_isa
+
+    def info(flags: str) -> str:
+        return f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n"
+
+    assert cpu_isa(info("avx fma avx2")) == "AVX2"
+    assert cpu_isa(info("avx2 avx512f avx512bw")) == "AVX-512"
+    assert cpu_isa(info("avx2 avx512f avx512_bf16 avx512_vnni")) == "AVX512-BF16"
+    assert cpu_isa(info("avx2 avx512f avx512_bf16 amx_bf16 amx_tile")) == "AMX-BF16"
+    assert cpu_isa(info("sse4_2")) == "none" and cpu_isa("") == "none"
+

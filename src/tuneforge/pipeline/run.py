@@ -84,7 +84,12 @@ class FineTuningPipeline:
             if world.active and self.config.cross_validation:
                 raise ConfigError(["cross_validation: runs one fold after another in one process; "
                                    "start it without torchrun / --nproc"])
-            return self._follow() if not world.is_main else self._train(data)
+            result = self._follow() if not world.is_main else self._train(data)
+            if created:
+                # Every process leaves the group together: a follower that tore its group down while rank 0 still
+                # finished the run once died of SIGABRT at exit ("terminate called without an active exception").
+                distributed.barrier()
+            return result
         finally:
             if created:
                 distributed.leave_process_group()
