@@ -298,7 +298,9 @@ def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str
         lines += [
             f"- **With parameters** (LoRA, 512 tokens, {len(by_size)} models from {billions[0] * 1e3:,.0f}M to "
             f"{billions[-1]:.2f}B): peak RSS ≈ {a:.2f} GB + {b:.2f} GB per billion parameters (least squares; the "
-            f"farthest row is {worst:.2f} GB off the line; in fp32 the frozen base alone is 4 GB per billion). "
+            f"farthest row is {worst:.2f} GB off the line; the frozen base alone is "
+            + ("2 GB per billion in bf16" if {r.get("precision") for r in by_size} == {"bf16"} else "4 GB per billion in fp32")
+            + "). "
             f"tokens/s falls as parameters^{slope:.2f} (a log-log fit; −1 would be cost in proportion to the weights). "
             f"The fraction of the matmul limit, smallest model to largest: {fractions}.",
         ]
@@ -320,17 +322,20 @@ def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str
     return lines + [""] if len(lines) > 2 else []
 
 
-def write_markdown(report: dict[str, Any]) -> None:
+def write_markdown(report: dict[str, Any], stem: str = "scale") -> None:
+    """``stem``.md from a run's report (``scale`` for the main table; another machine's run goes beside it)."""
     m = report["machine"]
+    cpu = f"{m['cpu']}, {m['cpu_isa']}" if m.get("cpu_isa") else m["cpu"]
     peak = report["matmul_peak_gflops"]
     ours = [r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"]
     loads = [r["load_average"] for r in report["rows"] if r.get("load_average") is not None]
     steals = [r["steal_percent"] for r in ours if r.get("steal_percent") is not None]
     lines = [
-        "## Scale: model size and sequence length (random weights, real architectures)", "",
-        "Reproduce: `.venv/bin/python bench/scale_bench.py` (the whole grid and its peers in one run, each row in a fresh "
+        "## Scale: model size and sequence length (random weights, real architectures"
+        + (")" if stem == "scale" else f"; {cpu})"), "",
+        f"Reproduce: `.venv/bin/python bench/scale_bench.py{'' if stem == 'scale' else ' --results ' + stem}` (the whole grid and its peers in one run, each row in a fresh "
         "process; `--only MODEL:METHOD:LENGTH` adds or re-measures rows of the last run).", "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}; fp32 matmul peak measured "
+        f"Machine: {cpu}, {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}; fp32 matmul peak measured "
         f"{peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s"
         + (f"; load average when each row ended {min(loads):.1f}–{max(loads):.1f} (a row's own two threads count about 2)" if loads else "")
         + (f", CPU stolen by the hypervisor while training {min(steals):.0f}–{max(steals):.0f} %" if steals else "")
@@ -362,7 +367,7 @@ def write_markdown(report: dict[str, Any]) -> None:
     lines += ["", " ".join(notes), "", *growth_lines(report["rows"], peak)]
     peers = peer_lines(report["rows"], key_of)
     lines += [*peers, *([""] if peers else []), f"Measured from {report.get('first_date') or report['date']} to {report['date']}."]
-    (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 PLAN_LENGTH, PLAN_BATCH = 1024, 8  # the sizing table: examples of 1,024 tokens, batch 8 (passes of the default size)
@@ -458,6 +463,8 @@ def main() -> None:
                         "peer's row (default: the grid and its peers)")
     parser.add_argument("--memory-limit", help="passed to each run (the planner fits the run to it)")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.md from scale.json")
+    parser.add_argument("--results", default="scale", help="the name under bench/results/ (.json, .md) of this run: "
+                        "another machine's goes beside the main table, e.g. scale-avx512bf16 (default: scale)")
     parser.add_argument("--plan", action="store_true", help="only write scale_plan.md: the planner's figures, nothing trained")
     args = parser.parse_args()
     if args.plan:
@@ -469,7 +476,7 @@ def main() -> None:
     from bench_common import machine, matmul_peak_gflops
 
     if args.render:
-        write_markdown(json.loads((RESULTS / "scale.json").read_text()))
+        write_markdown(json.loads((RESULTS / f"{args.results}.json").read_text()), args.results)
         return
     keys = args.only or default_keys()
     for key in keys:
@@ -479,7 +486,7 @@ def main() -> None:
             parser.error(str(error))
         if model not in ARCHITECTURES:
             parser.error(f"{key!r}: no model {model!r}; the models: {', '.join(ARCHITECTURES)}")
-    path = RESULTS / "scale.json"
+    path = RESULTS / f"{args.results}.json"
     # The whole grid is one run (a table of one machine state and one commit); --only adds rows to the last run's.
     old = json.loads(path.read_text()) if path.exists() and args.only else {"rows": []}
     rows = {key_of(r): r for r in old.get("rows", [])}
@@ -496,7 +503,7 @@ def main() -> None:
         report["rows"] = sorted(rows.values(), key=row_order(rows.values()))
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
-        write_markdown(report)
+        write_markdown(report, args.results)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ LABELS = {
     "trl-tuned-packing": "TRL SFTTrainer, bf16 off, grad-ckpt off, packing=True",
     "trl-defaults": "TRL SFTTrainer defaults (bf16 autocast, grad-ckpt on)",
     "olive-fp32": "Olive `olive finetune --torch_dtype float32` (packs to 512, grad-ckpt on, dropout 0.05)",
+    "olive-bf16": "Olive `olive finetune --torch_dtype bfloat16` (packs to 512, grad-ckpt on, dropout 0.05)",
     "olive-fp32-no-checkpointing": "Olive, fp32, `--gradient_checkpointing False` (packs to 512, dropout 0.05)",
     "olive-fp32-no-checkpointing-dropout0": "Olive, fp32, grad-ckpt off, its config with lora_dropout 0 (packs to 512)",
     **{f"tuneforge-b8-{method}": f"tuneforge, --method {method}, batch 8 (its default rate)"
@@ -143,7 +144,7 @@ def speed_section(report: dict[str, Any]) -> str:
     untrained = report.get("untrained", {}).get("held_out_loss")
     lines += ["", f"Held-out loss of the untrained model: {_f(untrained, 4)}.", ""]
     lines += olive_lines(results)
-    lines += ratio_lines(results)
+    lines += ratio_lines(results, machine)
     return "\n".join(lines) + "\n"
 
 
@@ -169,10 +170,14 @@ def olive_lines(results: dict[str, Any]) -> list[str]:
             + (f" (each configuration ran twice: its peak moved between runs, "
                f"{' and '.join(f'{mib:,.0f}' for mib in first['peak_rss_mb_runs'])} MiB; the lower is shown)"
                if first.get("peak_rss_mb_runs") else "")
-            + f". The command: `{first.get('olive_command', '')}`.", ""]
+            + f". The command: `{first.get('olive_command', '')}`"
+            + (" (in bf16 the same with `--torch_dtype bfloat16`)" if "olive-bf16" in ran and len(ran) > 1 else "")
+            + ".", ""]
 
 
-def ratio_lines(results: dict[str, Any]) -> list[str]:
+def ratio_lines(results: dict[str, Any], machine: dict[str, Any] | None = None) -> list[str]:
+    """The default path against every peer measured in the same run; against the speed issue's TRL figures too where
+    the run's CPU is of their kind (AVX2 only, or not recorded)."""
     ours = results.get("tuneforge-b8", {})
     best = best_trl(results)
     peers = [name for name, r in results.items() if name.startswith(PEERS) and "tokens_per_second" in r]
@@ -191,7 +196,9 @@ def ratio_lines(results: dict[str, Any]) -> list[str]:
         loss = (ours["held_out_loss"] - theirs["held_out_loss"]) / theirs["held_out_loss"]
         label = LABELS.get(name, name) + (" — **TRL's best here**" if name == best else "")
         lines.append(f"| {label} | {speed:.2f}× | {memory:.2f}× | {loss:+.2%} |")
-    for name, figure in ISSUE_TRL.items():
+    machine = machine or {}
+    avx2_only = machine.get("cpu_isa", "AVX512-BF16" if machine.get("native_bf16") else "AVX2") == "AVX2"
+    for name, figure in ISSUE_TRL.items() if avx2_only else ():
         lines.append(f"| {LABELS[name]} (the issue's figure on its AVX2 machine, {figure:.0f} tok/s) | "
                      f"{ours['tokens_per_second'] / figure:.2f}× | | |")
     return lines + [""]
