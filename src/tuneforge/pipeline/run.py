@@ -84,12 +84,7 @@ class FineTuningPipeline:
             if world.active and self.config.cross_validation:
                 raise ConfigError(["cross_validation: runs one fold after another in one process; "
                                    "start it without torchrun / --nproc"])
-            result = self._follow() if not world.is_main else self._train(data)
-            if created:
-                # Every process leaves the group together: a follower that tore its group down while rank 0 still
-                # finished the run once died of SIGABRT at exit ("terminate called without an active exception").
-                distributed.barrier()
-            return result
+            return self._follow() if not world.is_main else self._train(data)
         finally:
             if created:
                 distributed.leave_process_group()
@@ -244,6 +239,7 @@ class FineTuningPipeline:
         outcome = fit(model, train_set, validation_set, config, run_dir, events, tokenizer.pad_token_id,
                       save_weights=method.save, on_event=lambda event: self._observe(event, result),
                       stop=stop, monitor_settings=self.monitor_settings)
+        _after_training_together()
         result.train = train_summary(outcome, config)
         if estimate is not None:
             result.train["estimate"] = estimate
@@ -283,6 +279,7 @@ class FineTuningPipeline:
             outcome = fit(model, inputs.train_set, inputs.validation_set, config, run_dir, DiscardedEvents(),
                           inputs.tokenizer.pad_token_id, save_weights=method.save, stop=stop,
                           monitor_settings=self.monitor_settings)
+        _after_training_together()
         self._stop = GracefulStop(self.handle_signals)
         status = RunStatus.INTERRUPTED if outcome.interrupted else RunStatus.SUCCEEDED
         return TrainingResult(run_dir=run_dir, status=status, train=train_summary(outcome, config))
@@ -291,6 +288,16 @@ class FineTuningPipeline:
         """One fold of a cross-validation: an ordinary run with this pipeline's callback and settings."""
         return FineTuningPipeline(config, on_event=self.on_event, handle_signals=self.handle_signals,
                                   monitor_settings=self.monitor_settings).train(data)
+
+
+def _after_training_together() -> None:
+    """Under several processes, wait until every one has finished training (all its collectives done) before any
+    goes on: a follower then leaves its process group while rank 0 evaluates and writes, with nothing in flight
+    between them. (CI once saw a follower that left earlier die of SIGABRT at exit, "terminate called without
+    an active exception"; not reproduced since.) Here rather than at the very end so that no follower waits out
+    rank 0's evaluation inside a collective, whose time-out would stop the run."""
+    if distributed.current_world().active:
+        distributed.barrier()
 
 
 def trainable_model(method: TrainingMethod, model: Any, config: FineTuningConfig, parent: Parent | None) -> Any:
