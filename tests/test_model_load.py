@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -10,14 +11,20 @@ import tuneforge.core.memory as core_memory
 from tuneforge.model.load import cast_parameters, load_model
 
 
-def test_a_bf16_load_is_transformers_bf16_load(tiny_model_dir) -> None:
-    ours = load_model(tiny_model_dir, "cpu", dtype=torch.bfloat16)
-    theirs = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+@pytest.mark.parametrize("stored, wanted", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32),
+                                            (torch.float32, torch.float32)])
+def test_a_load_in_another_dtype_is_transformers_load(tiny_model_dir, tmp_path, stored, wanted) -> None:
+    checkpoint = tiny_model_dir
+    if stored != torch.float32:  # the tiny model is stored in fp32; real checkpoints are mostly bf16
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=stored).save_pretrained(tmp_path)
+        checkpoint = tmp_path
+    ours = load_model(checkpoint, "cpu", dtype=wanted)
+    theirs = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=wanted)
     mine, reference = ours.state_dict(), theirs.state_dict()
     assert mine.keys() == reference.keys()
     for name, tensor in reference.items():
         assert mine[name].dtype == tensor.dtype and torch.equal(mine[name], tensor), name
-    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16} and ours.config.dtype == torch.bfloat16
+    assert {p.dtype for p in ours.parameters()} == {wanted} and ours.config.dtype == wanted == theirs.config.dtype
     if ours.config.tie_word_embeddings:
         assert ours.get_output_embeddings().weight is ours.get_input_embeddings().weight
     ids = torch.tensor([[5, 17, 42, 99, 7]])

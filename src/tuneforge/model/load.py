@@ -74,7 +74,7 @@ def cast_parameters(model: Any, dtype: Any) -> int:
             if old.device.type == "cpu":
                 release_file_pages(old.data_ptr(), old.numel() * old.element_size(), mappings)
             changed += 1
-    if changed and hasattr(model, "config"):
+    if hasattr(model, "config"):  # as from_pretrained(dtype=...) records it (save_pretrained writes it)
         model.config.dtype = dtype
     return changed
 
