@@ -173,6 +173,31 @@ def test_qlora_weights_keep_their_format_through_an_evaluation_forward(tiny_mode
     torch.testing.assert_close(layer(x), evaluated, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not _has_bnb(), reason="qlora needs bitsandbytes (the qlora extra)")
+def test_a_bf16_qlora_base_is_quantized_layer_by_layer_as_a_reload_quantizes_it(tiny_model_dir):
+    """Training loads the base as stored and quantizes each layer from its bf16 copy; a reload (``load_saved``)
+    quantizes an fp32 base with the saved compute dtype: the 4-bit weights and block scales must be the same."""
+    import bitsandbytes as bnb
+
+    from tuneforge.config import make_config
+    from tuneforge.model.load import load_model
+    from tuneforge.model.methods import get_method
+    from tuneforge.model.methods.qlora import quantize_linears
+
+    method = get_method("qlora")
+    config = make_config({"data": "unused.jsonl", "model": str(tiny_model_dir), "method": "qlora"})
+    trained = method.load_base(tiny_model_dir, "cpu", config, "bf16")
+    reloaded = load_model(tiny_model_dir, "cpu")  # as load_saved gets it: fp32
+    quantize_linears(reloaded, "nf4", True, torch.bfloat16)
+    assert {p.dtype for p in trained.parameters() if p.is_floating_point()} == {torch.bfloat16}
+    pairs = [(a, b) for a, b in zip(trained.modules(), reloaded.modules()) if isinstance(a, bnb.nn.Linear4bit)]
+    assert len(pairs) == 14
+    for ours, theirs in pairs:
+        assert ours.weight.quant_state.dtype == torch.bfloat16 == theirs.weight.quant_state.dtype
+        assert torch.equal(ours.weight.data, theirs.weight.data)
+        assert torch.equal(ours.weight.quant_state.absmax, theirs.weight.quant_state.absmax)
+
+
 # ----- dora and the fused LoRA path --------------------------------------------------------------
 
 def test_the_fused_lora_path_steps_aside_for_dora_and_results_equal_peft(tiny_model_dir, tiny_tokenizer):

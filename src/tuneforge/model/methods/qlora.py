@@ -39,8 +39,15 @@ class QloraMethod(LoraMethod):
     options = (*LORA_OPTIONS, "qlora_quant_type", "qlora_double_quant")
 
     def load_base(self, model_dir: Path, device: str, config: FineTuningConfig, precision: str) -> Any:
-        model = super().load_base(model_dir, device, config, precision)
-        quantize_linears(model, config.qlora_quant_type, config.qlora_double_quant, self.base_dtype(precision))
+        from tuneforge.model.load import cast_parameters, load_model
+
+        # As stored, then each linear layer converted and quantized in turn, then the rest converted: converting
+        # the whole base first left its full-precision copies in the allocator (under tcmalloc a SmolLM2-1.7B
+        # shape held 4.7 GB after quantizing, against 1.8 GB once quantized layer by layer).
+        dtype = self.base_dtype(precision)
+        model = load_model(model_dir, device, config.trust_remote_code, dtype, as_stored=True)
+        quantize_linears(model, config.qlora_quant_type, config.qlora_double_quant, dtype)
+        cast_parameters(model, dtype)
         return model
 
     def speed_up(self, model: Any, config: FineTuningConfig) -> None:
@@ -98,6 +105,8 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
             if type(child) is not nn.Linear or child is head:
                 continue
             device = child.weight.device
+            # quantized from the compute dtype (a copy of this layer only, when the file stores another)
+            source = child.weight.data.to(compute_dtype).contiguous() if device.type == "cpu" else child.weight.data.contiguous()
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, compress_statistics=double_quant,
                                       quant_type=quant_type, device="meta")
@@ -105,7 +114,7 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
             # gradients (evaluation): another layout and block-scale format, which the just-in-time dequantization
             # below cannot read, and which needs in_features divisible by 64. One format throughout instead.
             layer.support_avx512bf16_for_cpu = False
-            layer.weight = bnb.nn.Params4bit(child.weight.data.contiguous(), requires_grad=False,
+            layer.weight = bnb.nn.Params4bit(source, requires_grad=False,
                                              compress_statistics=double_quant, quant_type=quant_type, module=layer)
             if child.bias is not None:
                 layer.bias = nn.Parameter(child.bias.data, requires_grad=False)
