@@ -174,9 +174,9 @@ def test_qlora_weights_keep_their_format_through_an_evaluation_forward(tiny_mode
 
 
 @pytest.mark.skipif(not _has_bnb(), reason="qlora needs bitsandbytes (the qlora extra)")
-def test_a_bf16_qlora_base_is_quantized_layer_by_layer_as_a_reload_quantizes_it(tiny_model_dir):
-    """Training loads the base as stored and quantizes each layer from its bf16 copy; a reload (``load_saved``)
-    quantizes an fp32 base with the saved compute dtype: the 4-bit weights and block scales must be the same."""
+def test_a_bf16_qlora_base_is_quantized_as_a_reload_quantizes_it(tiny_model_dir):
+    """Training quantizes each layer of its bf16 base; a reload (``load_saved``) quantizes an fp32 base with the
+    saved compute dtype, each layer converted to it first: the 4-bit weights and block scales must be the same."""
     import bitsandbytes as bnb
 
     from tuneforge.config import make_config

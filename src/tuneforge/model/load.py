@@ -29,12 +29,8 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(path: Path, device: str | None = None, trust_remote_code: bool = False, dtype: Any = None,
-               as_stored: bool = False) -> Any:
+def load_model(path: Path, device: str | None = None, trust_remote_code: bool = False, dtype: Any = None) -> Any:
     """A causal language model from ``path``, in fp32 unless ``dtype`` says otherwise (see model.precision).
-
-    ``as_stored``: on a CPU, leave the weights in the dtype the file stores them in (``dtype`` unused), for a
-    caller that converts them itself layer by layer (QLoRA quantizes each linear layer from the file's pages).
 
     On a CPU the weights load in the dtype they are stored in (memory-mapped from the safetensors file, read
     lazily) and are then converted one tensor at a time, each tensor's file pages let go once it is converted
@@ -51,8 +47,7 @@ def load_model(path: Path, device: str | None = None, trust_remote_code: bool = 
                                                      trust_remote_code=trust_remote_code)
     except Exception as error:
         raise ModelLoadError(f"could not load a causal language model from {path}: {error}") from None
-    if not (as_stored and device == "cpu"):
-        cast_parameters(model, target)
+    cast_parameters(model, target)
     return model.to(device)
 
 
