@@ -224,7 +224,8 @@ def main() -> None:
         parts += ["## Data doctor: `tuneforge validate` on large files", "",
                   "Reproduce: `.venv/bin/python bench/validate_bench.py`.", "", validate.read_text(), ""]
     # Every other bench writes its own section as bench/results/<name>.md (estimate, eval, serve, methods ...).
-    for section in sorted(RESULTS.glob("*.md")):
+    # A bench's main table first, then other machines' runs of it (scale.md, then scale-avx512bf16.md).
+    for section in sorted(RESULTS.glob("*.md"), key=lambda path: (path.stem.split("-")[0], "-" in path.stem, path.stem)):
         if section.name not in OWN_SECTIONS:
             parts += [section.read_text(), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts).rstrip() + "\n")
