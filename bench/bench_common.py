@@ -68,13 +68,15 @@ def cpu_isa(cpuinfo: str | None = None) -> str:
     """The widest matrix instructions the CPU reports ("AMX-BF16", "AVX512-BF16", "AVX-512", "AVX2" or "none"): CPUs of
     one model name differ (an AMD EPYC here was AVX2-only one day, AVX512-BF16 another), and the limits with them.
     ``cpuinfo``: the text of /proc/cpuinfo (read when not given)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    except OSError:
-        return "none"
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    present = set(flags.split(":", 1)[-1].split())
+    from tuneforge.model.precision import cpu_flags
+
+    present = cpu_flags(cpuinfo)
     return next((label for flag, label in ISA_FLAGS if flag in present), "none")
+
+
+def cpu_label(machine: dict[str, Any]) -> str:
+    """A run's CPU as its tables name it: the model name, with the widest matrix instructions where recorded."""
+    return f"{machine['cpu']}, {machine['cpu_isa']}" if machine.get("cpu_isa") else machine["cpu"]
 
 
 def machine() -> dict[str, Any]:

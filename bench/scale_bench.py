@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
+from bench_common import cpu_label  # noqa: E402
 from scale_peers import PEERS, gb_of_mib, parse_key, peer_key, peer_lines, peer_row, skip_reason, train_peer  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 MODELS_HOME = Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".cache" / "tuneforge") / "scale-models"
@@ -325,7 +326,7 @@ def growth_lines(rows: list[dict[str, Any]], peak: dict[str, float]) -> list[str
 def write_markdown(report: dict[str, Any], stem: str = "scale") -> None:
     """``stem``.md from a run's report (``scale`` for the main table; another machine's run goes beside it)."""
     m = report["machine"]
-    cpu = f"{m['cpu']}, {m['cpu_isa']}" if m.get("cpu_isa") else m["cpu"]
+    cpu = cpu_label(m)
     peak = report["matmul_peak_gflops"]
     ours = [r for r in report["rows"] if r.get("framework", "tuneforge") == "tuneforge"]
     loads = [r["load_average"] for r in report["rows"] if r.get("load_average") is not None]

@@ -203,6 +203,8 @@ def results_name(precision: str) -> str:
 
 
 def write(report: dict[str, Any]) -> None:
+    from bench_common import cpu_label
+
     precision = report.get("precision", "fp32")
     result, peak = report["profile"], report["matmul_peak_gflops"][precision]
     step = result["seconds_per_token"] * result["recorded_step_tokens"]  # the recorded step at the timed steps' pace
@@ -219,8 +221,7 @@ def write(report: dict[str, Any]) -> None:
         "strides; calls of one layout share their operands, which may sit in cache better than the step's own, so the "
         "replayed rate is an upper bound).",
         "",
-        f"Machine: {report['machine']['cpu']}" + (f" ({report['machine']['cpu_isa']})" if report['machine'].get('cpu_isa') else "")
-        + f", {report['machine']['cores']} cores, {result['threads']} threads, "
+        f"Machine: {cpu_label(report['machine'])}, {report['machine']['cores']} cores, {result['threads']} threads, "
         f"torch {report['machine']['torch']}; measured {report['date']}, load average {report['load_average']:.2f} when "
         f"it started (commit {report.get('commit') or '?'}), allocator {report.get('allocator', 'system').replace('system', 'glibc')}. Work: SmolLM2-135M-Instruct, LoRA r16 on every linear "
         f"layer, batch 8, the speed bench's rows, computed in {precision}; {len(result['timed_steps'])} timed steps at "

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench_common import cpu_label  # noqa: E402  (bench/ is on sys.path: the benches run as scripts)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -78,11 +80,6 @@ def _allocator(name: str, result: dict[str, Any]) -> str:
     return "glibc" if recorded == "system" else recorded
 
 
-def _cpu(machine: dict[str, Any]) -> str:
-    """The CPU's name with its widest matrix instructions, where the run recorded them."""
-    return f"{machine['cpu']}, {machine['cpu_isa']}" if machine.get("cpu_isa") else machine["cpu"]
-
-
 def speed_section(report: dict[str, Any]) -> str:
     machine, results = report["machine"], report["results"]
     peaks = _peaks(report)
@@ -90,12 +87,12 @@ def speed_section(report: dict[str, Any]) -> str:
     peak_text = ", ".join(f"{name} **{value:.0f} GFLOP/s**" for name, value in peaks.items())
     limits = ", ".join(f"{peaks[name] * 1e9 / flops['lora']:.0f} tokens/s in {name}" for name in peaks)
     lines = [
-        f"## Training speed: tuneforge vs TRL SFTTrainer and Microsoft Olive ({_cpu(machine)})",
+        f"## Training speed: tuneforge vs TRL SFTTrainer and Microsoft Olive ({cpu_label(machine)})",
         "",
         "Reproduce: `make bench` (installs the `bench` extra with TRL and Olive's own venv, `make setup-olive`, "
         "then runs `bench/speed_bench.py`).",
         "",
-        f"Machine: {_cpu(machine)}, {machine['cores']} cores, {machine['memory_gb']} GiB"
+        f"Machine: {cpu_label(machine)}, {machine['cores']} cores, {machine['memory_gb']} GiB"
         + (", native bf16 (AMX/AVX512-BF16)" if machine.get("native_bf16") else ", no native bf16")
         + f"; Python {machine['python']}, torch {machine['torch']} ({machine['threads']} threads), "
         f"transformers {machine['transformers']}, peft {machine['peft']}, trl {machine['trl']}. Measured {report['date']}."

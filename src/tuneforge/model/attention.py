@@ -59,18 +59,16 @@ def packed_attention(
     cuts = boundaries.tolist()
     lengths = [end - start for start, end in zip(cuts[:-1], cuts[1:])]  # collate_packed covers the whole row
     trains = query.requires_grad or key.requires_grad or value.requires_grad
-    if (query.device.type == "cpu" and dtype == torch.bfloat16 and p == 0.0 and trains and torch.is_grad_enabled()
-            and query.shape[1] * max(lengths) ** 2 <= EXPLICIT_BACKWARD_SCORES):
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        pieces = [_CpuBf16Attention.apply(q, k, v, scale)
-                  for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))]
-    else:
-        if query.device.type == "cpu" and dtype == torch.bfloat16:
-            query, key, value = query.float(), key.float(), value.float()
-        pieces = [
-            F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
-            for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
-        ]
+    cpu_bf16 = query.device.type == "cpu" and dtype == torch.bfloat16
+    own_backward = (cpu_bf16 and p == 0.0 and trains and torch.is_grad_enabled()
+                    and query.shape[1] * max(lengths) ** 2 <= EXPLICIT_BACKWARD_SCORES)
+    if cpu_bf16 and not own_backward:
+        query, key, value = query.float(), key.float(), value.float()
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    examples = zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+    pieces = [_CpuBf16Attention.apply(q, k, v, scale) if own_backward else
+              F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+              for q, k, v in examples]
     out = _join(dtype, *pieces)
     # SDPA's fused kernel keeps every piece (its output) for its backward: o_proj need not keep their copy.
     if p == 0.0 and trains:

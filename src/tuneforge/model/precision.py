@@ -18,14 +18,22 @@ import contextlib
 from typing import Any
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags the CPU reports (the first ``flags`` line of /proc/cpuinfo, or of ``cpuinfo``);
+    empty where there is none."""
+    try:
+        if cpuinfo is None:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                cpuinfo = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.split(":", 1)[-1].split())
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(precision: str, device: str) -> str:

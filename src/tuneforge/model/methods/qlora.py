@@ -102,8 +102,8 @@ def quantize_linears(model: Any, quant_type: str = "nf4", double_quant: bool = T
             if type(child) is not nn.Linear or child is head:
                 continue
             device = child.weight.device
-            # quantized from the compute dtype (a copy of this layer only, when the file stores another)
-            source = child.weight.data.to(compute_dtype).contiguous() if device.type == "cpu" else child.weight.data.contiguous()
+            # quantized from the compute dtype, as training's base is (a reload's fp32 base: a copy of this layer only)
+            source = child.weight.data.to(compute_dtype).contiguous()
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, compress_statistics=double_quant,
                                       quant_type=quant_type, device="meta")
